@@ -1,0 +1,19 @@
+from setuptools import setup
+
+setup(
+    name="horizon",
+    version="0.1.0",
+    description="Run one command in one Docker container, publish it in etcd, serve its metrics.",
+    python_requires=">=3.9",
+    packages=["supervisor", "workers"],
+    py_modules=["main"],
+    install_requires=[
+        "docker>=6.0",
+        "python-etcd>=0.4.5",
+        "psutil>=5.9",
+        "tornado>=6.2",
+        "msgpack>=1.0",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["horizon-supervisor=supervisor.cli:main"]},
+)
