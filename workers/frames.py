@@ -19,7 +19,8 @@ Kinds and who sends them:
 ``info``      container -> parent -> publisher. The task's info document. Never dropped.
 ``error``     container -> parent. ``{"message": str}``: a fatal, user-facing error (image missing,
               engine unreachable); the worker exits with ``EXIT_FATAL`` right after.
-``registered``publisher -> parent. ``{}``: the full record is in etcd.
+``registry``  publisher -> parent. ``{"connected": bool, "registered": bool}``: etcd answers or not,
+              and whether the task's full record is in etcd; sent when either changes.
 ``finished``  publisher -> parent. ``{"published": bool}``: the final record was written (or not).
 ``stop``      parent -> container. ``{}``: stop the task gracefully.
 ``finish``    parent -> publisher. ``{}``: write the final record, then exit.
@@ -38,7 +39,7 @@ import msgpack
 VERSION = 1
 MAX_FRAME_BYTES = 1 << 20
 KINDS = frozenset(
-    {"metrics", "status", "info", "error", "registered", "finished", "stop", "finish"}
+    {"metrics", "status", "info", "error", "registry", "finished", "stop", "finish"}
 )
 # Kinds that may be replaced by a newer frame of the same kind while still unsent.
 COALESCING_KINDS = frozenset({"metrics"})

@@ -1,0 +1,113 @@
+"""Command lines: ``python -m supervisor [--check] TASK.ini`` and the original ``python main.py IMAGE "COMMAND"``.
+
+Exit status: the task's own exit code when it ends by itself; 0 when it was stopped by a signal;
+1 when the supervisor failed (engine unreachable, image missing, a worker that keeps dying);
+2 for a mistake in the configuration or the command line. User mistakes print one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from typing import Dict, List, NoReturn, Optional
+
+from supervisor import config as cfg
+from supervisor.arbiter import Arbiter, StartupError
+from workers.process import configure_logging
+
+EXIT_USAGE = 2
+# Short forms the original horizon docs used; every key also has its long --section-key flag.
+ALIASES = {("etcd", "hosts"): "--etcd", ("endpoint", "port"): "--port", ("metrics", "interval"): "--interval"}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    print(f"horizon: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--check", action="store_true", help="validate the configuration, print it, and exit")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("HORIZON_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper, help="log verbosity (default INFO)",
+    )
+
+
+def long_flag(section: str, key: str) -> str:
+    name = key if section == "task" else f"{section}-{key}"
+    return "--" + name.replace("_", "-")
+
+
+def flag(section: str, key: str) -> str:
+    """The flag that error messages name: the short alias where there is one."""
+    return ALIASES.get((section, key), long_flag(section, key))
+
+
+def run(config: cfg.Config, args: argparse.Namespace) -> int:
+    if args.check:
+        print(f"{config.source}: ok: service {config.task.service}, task {config.task.name}, image {config.task.image}")
+        return 0
+    level = getattr(logging, args.log_level)
+    configure_logging(level)
+    try:
+        return Arbiter(config, level).run()
+    except StartupError as exc:
+        fail(str(exc))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = Parser(
+        prog="python -m supervisor",
+        description="Run the task a config file describes: one command in one Docker container, "
+        "registered in etcd, with its metrics served over HTTP.",
+        epilog="config keys:\n" + cfg.describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="the task's .ini file")
+    add_common(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = cfg.load(args.config)
+    except cfg.ConfigError as exc:
+        fail(str(exc))
+    sys.exit(run(config, args))
+
+
+def legacy_main(argv: Optional[List[str]] = None) -> None:
+    """``python main.py IMAGE "COMMAND" [--flags]``: the same task, its settings from flags and defaults."""
+    parser = Parser(
+        prog="python main.py",
+        description="Run COMMAND in a container of IMAGE, registered in etcd, with its metrics served over HTTP.",
+    )
+    parser.add_argument("image", help="Docker image, e.g. horizon-busybox:latest")
+    parser.add_argument("command", help='the command, quoted as one argument, e.g. "sleep 5m"')
+    for section, cls in cfg.SECTIONS.items():
+        for spec in dataclasses.fields(cls):
+            if section == "task" and spec.name in ("image", "command"):
+                continue
+            names = dict.fromkeys([flag(section, spec.name), long_flag(section, spec.name)])
+            parser.add_argument(*names, dest=f"{section}.{spec.name}", metavar="VALUE", help=spec.metadata["doc"])
+    add_common(parser)
+    args = parser.parse_args(argv)
+    values: Dict[str, Dict[str, str]] = {"task": {"image": args.image, "command": args.command}}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, key = dest.split(".")
+            values.setdefault(section, {})[key] = value
+
+    def where(section: str, key: str) -> str:
+        return key.upper() if section == "task" and key in ("image", "command") else flag(section, key)
+
+    try:
+        config = cfg.build(values, where, "command line", task_seed=None)
+    except cfg.ConfigError as exc:
+        fail(str(exc))
+    sys.exit(run(config, args))

@@ -1,0 +1,404 @@
+"""The task's configuration, parsed and validated once, in the parent.
+
+Every key is declared once: as a field of the section's dataclass, whose metadata holds its converter
+and default. The ini reader, the command line and the documentation all come from those fields, so a
+key cannot be valid in one place and unknown in another. A bad value raises ``ConfigError`` naming the
+file, section and key, what was wrong and what is allowed; nothing is ever warned about and skipped.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import difflib
+import hashlib
+import ipaddress
+import os
+import re
+import shlex
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+Converter = Callable[[str], Any]
+
+SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+TASK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NAMESPACE_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SIZE_RE = re.compile(r"^(\d+)\s*([bkmg]?)i?b?$", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MIN_MEMORY = 6 << 20  # the engine refuses less
+
+
+class ConfigError(Exception):
+    """A user mistake in the configuration: printed as one line, exit status 2."""
+
+
+# -- converters: str -> value, raising ValueError with what is allowed -------------------------------
+
+
+def text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def integer(low: int, high: Optional[int] = None) -> Converter:
+    def convert(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if number < low or (high is not None and number > high):
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise ValueError(f"{number} is out of range: use a whole number {span}")
+        return number
+
+    return convert
+
+
+def number(low: float) -> Converter:
+    def convert(value: str) -> float:
+        try:
+            result = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+        if not result >= low or result == float("inf"):
+            raise ValueError(f"{value} is out of range: use a number of at least {low}")
+        return result
+
+    return convert
+
+
+def boolean(value: str) -> bool:
+    states = configparser.ConfigParser.BOOLEAN_STATES
+    if value.lower() not in states:
+        raise ValueError(f"{value!r} is not a boolean: use true or false")
+    return states[value.lower()]
+
+
+def size(value: str) -> int:
+    match = SIZE_RE.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a size: use a number with an optional k, m or g suffix, e.g. 256m")
+    result = int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    if result < MIN_MEMORY:
+        raise ValueError(f"{value} is below the engine's minimum of 6m")
+    return result
+
+
+def command(value: str) -> Tuple[str, ...]:
+    try:
+        argv = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot split {value!r} into arguments ({exc}): check the quotes") from None
+    if not argv:
+        raise ValueError("must not be empty: give the command to run in the container")
+    return tuple(argv)
+
+
+def service_name(value: str) -> str:
+    if not SERVICE_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid service name: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-'"
+        )
+    return value
+
+
+def task_name(value: str) -> str:
+    if not TASK_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid task name: use 1-63 of A-Z, a-z, 0-9, '_', '.' and '-', starting with a letter or digit"
+        )
+    return value
+
+
+def tags(value: str) -> Tuple[str, ...]:
+    result = tuple(tag.strip() for tag in value.split(",") if tag.strip())
+    for tag in result:
+        if not NAMESPACE_SEGMENT_RE.match(tag):
+            raise ValueError(f"tag {tag!r} has characters other than A-Z, a-z, 0-9, '_', '.' and '-'")
+    return result
+
+
+def network(value: str) -> str:
+    if not NETWORK_RE.match(value):
+        raise ValueError(f"{value!r} is not a network: use host, none or the name of a Docker network")
+    return value
+
+
+def environment(value: str) -> Dict[str, str]:
+    try:
+        items = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot split the environment ({exc}): check the quotes") from None
+    result: Dict[str, str] = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not ENV_KEY_RE.match(key):
+            raise ValueError(f"{item!r} is not KEY=VALUE: write one KEY=VALUE per line, quoted if it has spaces")
+        result[key] = val
+    return result
+
+
+def stop_signal(value: str) -> str:
+    name = value.upper()
+    if name.isdigit():
+        try:
+            return signal.Signals(int(name)).name
+        except ValueError:
+            raise ValueError(f"{value} is not a signal number") from None
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in signal.Signals.__members__:
+        raise ValueError(f"{value!r} is not a signal: use a name such as SIGTERM or SIGINT")
+    return name
+
+
+def host_port(value: str, default_port: int = 2379) -> Tuple[str, int]:
+    host, port = value, str(default_port)
+    match = re.match(r"^\[([0-9a-fA-F:.]+)\](?::(\d+))?$", value)
+    if match:
+        host, port = match.group(1), match.group(2) or port
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if not host or not re.match(r"^[A-Za-z0-9_.:-]+$", host):
+        raise ValueError(f"{value!r} is not host:port")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} has no valid port: use host:port with a port from 1 to 65535")
+    return host, int(port)
+
+
+def hosts(value: str) -> Tuple[Tuple[str, int], ...]:
+    members = [item.strip() for item in value.split(",") if item.strip()]
+    if not members:
+        raise ValueError("no hosts: give host:port of at least one etcd member, comma-separated")
+    return tuple(host_port(item) for item in members)
+
+
+def namespace(value: str) -> str:
+    segments = value.strip("/").split("/")
+    if not value.startswith("/") or not all(NAMESPACE_SEGMENT_RE.match(s) and s not in (".", "..") for s in segments):
+        raise ValueError(f"{value!r} is not a namespace: use an absolute etcd path such as /horizon")
+    return "/" + "/".join(segments)
+
+
+def choice(*allowed: str) -> Converter:
+    def convert(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not allowed: use one of {', '.join(allowed)}")
+        return value
+
+    return convert
+
+
+def readable_file(value: str) -> str:
+    if not os.access(value, os.R_OK):
+        raise ValueError(f"cannot read the file {value!r}")
+    return value
+
+
+def bind_host(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty: use 127.0.0.1, an address of this host, or 0.0.0.0")
+    return value
+
+
+def option(convert: Converter, default: Any = dataclasses.MISSING, doc: str = "", empty: Any = "") -> Any:
+    """A config key: its converter, its default (a raw string, converted like user input) and its doc.
+
+    An optional key (default "") left empty takes ``empty`` instead of going through the converter.
+    """
+    required = default is dataclasses.MISSING
+    meta = {"convert": convert, "default": None if required else default, "doc": doc, "empty": empty}
+    return field(metadata=meta)
+
+
+# -- sections ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSection:
+    image: str = option(text, doc="Docker image to run")
+    command: Tuple[str, ...] = option(command, doc="the command, split like a shell would; no shell is added")
+    service: str = option(service_name, "", doc="service directory in etcd (default: the image's repository name)")
+    name: str = option(task_name, "", doc="task id (default: task-<12 hex>, stable for one config file)")
+    tags: Tuple[str, ...] = option(tags, "", doc="comma-separated labels for finding tasks later", empty=())
+    network: str = option(network, "host", doc="host, none or a Docker network")
+    environment: Dict[str, str] = option(environment, "", doc="KEY=VALUE items, shell-quoted", empty={})
+    memory: Optional[int] = option(size, "", doc="memory limit such as 256m (default: none)", empty=None)
+    stop_signal: str = option(stop_signal, "SIGTERM", doc="signal that asks the task to stop")
+    stop_timeout: int = option(integer(0, 3600), "10", doc="seconds between stop_signal and SIGKILL")
+    remove: bool = option(boolean, "true", doc="remove the container once its end is recorded")
+
+
+@dataclass(frozen=True)
+class EtcdSection:
+    hosts: Tuple[Tuple[str, int], ...] = option(hosts, "127.0.0.1:2379", doc="comma-separated host:port of members")
+    namespace: str = option(namespace, "/horizon", doc="root of horizon's keys")
+    ttl: int = option(integer(3, 86400), "15", doc="seconds a live task's keys outlast a dead supervisor")
+    keep_finished: int = option(integer(1, 31 * 86400), "600", doc="seconds a finished task's record is kept")
+    timeout: float = option(number(0.1), "2", doc="seconds one etcd request may take")
+    required: bool = option(boolean, "false", doc="fail at start when etcd does not answer")
+    protocol: str = option(choice("http", "https"), "http", doc="http or https")
+    ca_cert: Optional[str] = option(readable_file, "", doc="CA bundle to verify etcd's certificate", empty=None)
+    cert: Optional[str] = option(readable_file, "", doc="client certificate (PEM)", empty=None)
+    key: Optional[str] = option(readable_file, "", doc="client certificate's key (PEM)", empty=None)
+    username: str = option(str, "", doc="etcd user")
+    password: str = option(str, "", doc="etcd password (prefer password_file)")
+    password_file: Optional[str] = option(readable_file, "", doc="file holding the etcd password", empty=None)
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    interval: float = option(number(0.05), "1.0", doc="seconds between samples")
+    publish_every: int = option(integer(1, 3600), "5", doc="write metrics to etcd every N samples")
+
+
+@dataclass(frozen=True)
+class EndpointSection:
+    host: str = option(bind_host, "127.0.0.1", doc="address the endpoint binds")
+    port: int = option(integer(0, 65535), "0", doc="port (0: any free port)")
+    advertise: str = option(str, "", doc="address published in etcd (default: host)")
+
+
+SECTIONS = {"task": TaskSection, "etcd": EtcdSection, "metrics": MetricsSection, "endpoint": EndpointSection}
+
+
+@dataclass(frozen=True)
+class Config:
+    task: TaskSection
+    etcd: EtcdSection
+    metrics: MetricsSection
+    endpoint: EndpointSection
+    source: str
+
+    @property
+    def task_prefix(self) -> str:
+        """The task's directory in etcd."""
+        return f"{self.etcd.namespace}/services/{self.task.service}/{self.task.name}"
+
+    @property
+    def etcd_password(self) -> str:
+        if self.etcd.password_file:
+            with open(self.etcd.password_file, encoding="utf-8") as handle:
+                return handle.read().strip()
+        return self.etcd.password
+
+
+# -- building ----------------------------------------------------------------------------------------
+
+Where = Callable[[str, str], str]
+
+
+def _nearest(word: str, candidates: Any) -> str:
+    match = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(sorted(candidates))}"
+
+
+def default_service(image: str) -> str:
+    """The image's repository name, made a valid service name: 'registry:5000/team/web:1' -> 'web'."""
+    repository = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0].lower()
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", repository).strip("-")[:63].strip("-")
+    return cleaned or "task"
+
+
+def build(values: Mapping[str, Mapping[str, str]], where: Where, source: str, task_seed: Optional[str]) -> Config:
+    """Convert raw strings (from an ini file or the command line) into a Config.
+
+    ``where(section, key)`` names a key for error messages. ``task_seed`` makes the default task name
+    stable (the config file's path, so a restarted supervisor finds its container again); None draws one.
+    """
+    sections: Dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        given = values.get(section, {})
+        kwargs: Dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            raw = given.get(spec.name, spec.metadata["default"])
+            if raw is None:
+                raise ConfigError(f"{where(section, spec.name)}: missing; it is required ({spec.metadata['doc']})")
+            raw = raw.strip()
+            if not raw and spec.metadata["default"] == "":
+                kwargs[spec.name] = spec.metadata["empty"]
+                continue
+            try:
+                kwargs[spec.name] = spec.metadata["convert"](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{where(section, spec.name)}: {exc}") from None
+        sections[section] = kwargs
+
+    task, etcd_, endpoint = sections["task"], sections["etcd"], sections["endpoint"]
+    if not task["service"]:
+        task["service"] = default_service(task["image"])
+    if not task["name"]:
+        digest = hashlib.sha256(task_seed.encode()).hexdigest() if task_seed else uuid.uuid4().hex
+        task["name"] = f"task-{digest[:12]}"
+    if not endpoint["advertise"]:
+        endpoint["advertise"] = socket.getfqdn() if is_wildcard(endpoint["host"]) else endpoint["host"]
+    if etcd_["password"] and etcd_["password_file"]:
+        raise ConfigError(f"{where('etcd', 'password')}: give password or password_file, not both")
+    if etcd_["username"] and not (etcd_["password"] or etcd_["password_file"]):
+        raise ConfigError(f"{where('etcd', 'username')}: needs password_file (or password) as well")
+    if (etcd_["cert"] or etcd_["ca_cert"]) and etcd_["protocol"] != "https":
+        raise ConfigError(f"{where('etcd', 'protocol')}: certificates need protocol = https")
+    if bool(etcd_["cert"]) != bool(etcd_["key"]):
+        raise ConfigError(f"{where('etcd', 'cert')}: cert and key go together")
+    return Config(
+        task=TaskSection(**task),
+        etcd=EtcdSection(**etcd_),
+        metrics=MetricsSection(**sections["metrics"]),
+        endpoint=EndpointSection(**endpoint),
+        source=source,
+    )
+
+
+def load(path: str) -> Config:
+    """Read and validate an ini file."""
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    parser.optionxform = str  # keys are case-sensitive: 'Image' is a mistake, not an alias
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle, source=path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; give the path of a task .ini file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from None
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not a valid ini file: {first}") from None
+
+    values: Dict[str, Dict[str, str]] = {}
+    for section in parser.sections():
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}]{_nearest(section, SECTIONS)}")
+        known = {spec.name for spec in dataclasses.fields(SECTIONS[section])}
+        for key, value in parser.items(section):
+            if key not in known:
+                raise ConfigError(f"{path}: [{section}] unknown key {key!r}{_nearest(key, known)}")
+        values[section] = dict(parser.items(section))
+    if "task" not in values:
+        raise ConfigError(f"{path}: no [task] section; it needs at least image and command")
+    return build(values, lambda s, k: f"{path}: [{s}] {k}", path, os.path.realpath(path))
+
+
+def is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def describe() -> str:
+    """Every section and key with its default and meaning: the reference printed by --help."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        lines.append(f"[{section}]")
+        for spec in dataclasses.fields(cls):
+            default = spec.metadata["default"]
+            shown = "required" if default is None else f"default {default!r}" if default else "optional"
+            lines.append(f"  {spec.name:14} {spec.metadata['doc']} ({shown})")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""When to restart a worker that died: an explicit state machine, as in Supervisor's process states.
+
+    RUNNING --died--> BACKOFF --delay passed--> RUNNING (restarted)
+                 \\--> FATAL   (more than ``max_tries`` deaths in a row: the supervisor gives up)
+
+A worker that stayed up ``stable_after`` seconds starts a fresh series of tries. Delays double from
+``first_delay`` up to ``max_delay``, so a restarted worker is back within a fraction of a second,
+while a worker that dies at once on every start is not restarted forever.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_tries: int = 5
+    first_delay: float = 0.1
+    max_delay: float = 2.0
+    stable_after: float = 10.0
+
+
+class Restarts:
+    def __init__(self, policy: Policy = Policy()) -> None:
+        self.policy = policy
+        self.state = State.RUNNING
+        self.tries = 0
+        self.started_at = 0.0
+        self.restart_at: Optional[float] = None
+
+    def started(self, now: float) -> None:
+        self.state = State.RUNNING
+        self.started_at = now
+        self.restart_at = None
+
+    def died(self, now: float) -> State:
+        """Record a death; BACKOFF sets ``restart_at``, FATAL means give up."""
+        if now - self.started_at >= self.policy.stable_after:
+            self.tries = 0
+        self.tries += 1
+        if self.tries > self.policy.max_tries:
+            self.state = State.FATAL
+            self.restart_at = None
+        else:
+            self.state = State.BACKOFF
+            delay = min(self.policy.first_delay * 2 ** (self.tries - 1), self.policy.max_delay)
+            self.restart_at = now + delay
+        return self.state
+
+    def due(self, now: float) -> bool:
+        return self.state is State.BACKOFF and self.restart_at is not None and now >= self.restart_at

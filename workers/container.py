@@ -1,0 +1,358 @@
+"""The container worker: starts (or adopts) the task's container, samples it every interval, stops it.
+
+It is the only process that talks to the Docker engine. Every sample goes to shared memory (for the
+endpoint) and, as a ``metrics`` frame, to the parent (for the publisher); ``info`` and ``status`` go
+both ways too. The container is found again by its name and labels, so a restarted worker, or a
+restarted supervisor, adopts the running container instead of starting a second one; an ended one
+that nobody recorded yet has its real exit code read and recorded.
+
+Sampling runs on a fixed schedule (tick k at start + k * interval) and never waits on the engine:
+the counters come from the cgroup files, and the container's end is noticed by a thread blocked in
+the engine's wait call, which wakes the loop through a pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from supervisor.config import Config
+from workers import frames
+from workers.channel import Inbox, Outbox
+from workers.latest import Latest
+from workers.process import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, ParentWatch, become_worker
+from workers.sampler import Sampler
+
+log = logging.getLogger("container")
+
+LABEL_SERVICE = "horizon.service"
+LABEL_TASK = "horizon.task"
+ENGINE_TIMEOUT = 30
+FINAL_STATES = frozenset({"exited", "failed", "stopped"})
+
+
+class FatalError(Exception):
+    """A user-facing problem that restarting cannot fix (missing image, engine unreachable)."""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def engine_time(value: Optional[str]) -> Optional[str]:
+    """The engine's timestamps ('0001-01-01T00:00:00Z' means never), trimmed to milliseconds."""
+    if not value or value.startswith("0001-"):
+        return None
+    head, _, rest = value.partition(".")
+    return f"{head}.{rest[:3].ljust(3, '0')}Z" if rest else value
+
+
+def container_name(config: Config) -> str:
+    return f"{config.task.service}.{config.task.name}"
+
+
+def final_status(attrs: Dict[str, Any], stopped: bool) -> Dict[str, Any]:
+    """The status document of an ended container, from its inspect data."""
+    state = attrs["State"]
+    code = state.get("ExitCode")
+    if stopped:
+        name, reason = "stopped", "stopped by the supervisor"
+    elif state.get("OOMKilled"):
+        name, reason = "failed", "oom-killed: the task exceeded its memory limit"
+    elif state.get("Error"):
+        name, reason = "failed", state["Error"]
+    elif code == 0:
+        name, reason = "exited", "exited"
+    else:
+        name, reason = "failed", f"exited with code {code}"
+    return {
+        "state": name,
+        "exit_code": code,
+        "reason": reason,
+        "oom_killed": bool(state.get("OOMKilled")),
+        "started_at": engine_time(state.get("StartedAt")),
+        "finished_at": engine_time(state.get("FinishedAt")) or utc_now(),
+        "updated_at": utc_now(),
+    }
+
+
+class ContainerWorker:
+    def __init__(self, config: Config, latest: Latest, inbox: Inbox, outbox: Outbox, watch: ParentWatch) -> None:
+        self.config = config
+        self.latest = latest
+        self.inbox = inbox
+        self.outbox = outbox
+        self.watch = watch
+        self.stop_requested = False
+        self.started_at: Optional[str] = None
+        self._wake_r, self._wake_w = os.pipe()
+        self._exit_seen = threading.Event()
+        self._seq = self._last_seq()
+
+    # -- talking to the parent ----------------------------------------------------------------
+
+    def _last_seq(self) -> int:
+        previous = self.latest.metrics.read_frame()
+        return int(previous.body.get("seq", 0)) if previous else 0
+
+    def emit(self, kind: str, body: Dict[str, Any]) -> None:
+        slot = self.latest.slots.get(kind)
+        data = slot.write_frame(kind, body) if slot else frames.encode(kind, body)
+        self.outbox.send_encoded(kind, data)
+
+    def emit_status(self, state: str, **extra: Any) -> None:
+        body = {"state": state, "exit_code": None, "reason": None, "started_at": self.started_at, "updated_at": utc_now()}
+        body.update(extra)
+        self.emit("status", body)
+
+    def read_control(self) -> None:
+        for frame in self.inbox.read():
+            if frame.kind == "stop":
+                self.stop_requested = True
+        if self.inbox.eof:
+            raise SystemExit(EXIT_ORPHANED)
+
+    # -- the engine ---------------------------------------------------------------------------
+
+    def connect(self) -> docker.DockerClient:
+        try:
+            client = docker.from_env(timeout=ENGINE_TIMEOUT)
+            client.ping()
+            return client
+        except docker.errors.DockerException as exc:
+            raise FatalError(
+                f"cannot reach the Docker engine ({exc}): start dockerd, or point DOCKER_HOST at it"
+            ) from None
+
+    def ensure_image(self, client: docker.DockerClient) -> None:
+        image = self.config.task.image
+        try:
+            client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        log.info("image %s is not on this host; pulling it", image)
+        try:
+            client.images.pull(image)
+        except docker.errors.DockerException as exc:
+            reason = getattr(exc, "explanation", None) or exc
+            raise FatalError(
+                f"image {image!r} is not on this host and cannot be pulled ({reason}): "
+                "load or build it first (docker load / docker import), or fix [task] image"
+            ) from None
+
+    def find(self, client: docker.DockerClient) -> Optional[Container]:
+        try:
+            container = client.containers.get(container_name(self.config))
+        except docker.errors.NotFound:
+            return None
+        labels = container.labels
+        if labels.get(LABEL_TASK) != self.config.task.name or labels.get(LABEL_SERVICE) != self.config.task.service:
+            raise FatalError(
+                f"a container named {container.name!r} exists that horizon did not create: remove or rename it"
+            )
+        return container
+
+    def create(self, client: docker.DockerClient) -> Container:
+        task = self.config.task
+        self.ensure_image(client)
+        try:
+            return client.containers.create(
+                task.image,
+                command=list(task.command),
+                name=container_name(self.config),
+                labels={LABEL_SERVICE: task.service, LABEL_TASK: task.name},
+                network_mode=task.network,
+                environment=task.environment,
+                mem_limit=task.memory,
+                stop_signal=task.stop_signal,
+                detach=True,
+            )
+        except docker.errors.DockerException as exc:
+            reason = getattr(exc, "explanation", None) or exc
+            raise FatalError(f"cannot create the container for {task.image!r}: {reason}") from None
+
+    def info(self, container: Container) -> Dict[str, Any]:
+        task = self.config.task
+        return {
+            "service": task.service,
+            "task": task.name,
+            "image": task.image,
+            "command": list(task.command),
+            "tags": list(task.tags),
+            "container_id": container.id,
+            "host": socket.gethostname(),
+            "started_at": self.started_at,
+        }
+
+    def watch_exit(self, container: Container) -> None:
+        """Block in the engine's wait call on a thread of its own; wake the main loop when it returns."""
+
+        def wait() -> None:
+            client = docker.from_env(timeout=None)
+            try:
+                client.api.wait(container.id)
+            except Exception as exc:  # noqa: BLE001 - any failure is re-checked by the main loop
+                log.warning("lost the engine's wait call (%s); checking the container again", exc)
+            finally:
+                client.close()
+            self._exit_seen.set()
+            os.write(self._wake_w, b"x")
+
+        self._exit_seen.clear()
+        threading.Thread(target=wait, name="wait", daemon=True).start()
+
+    # -- the task's life ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            client = self.connect()
+            container = self.find(client)
+            if container is None:
+                self.read_control()
+                if self.stop_requested:
+                    return EXIT_DONE
+                container = self.create(client)
+                log.info("created container %s (%s)", container.name, container.short_id)
+            return self.supervise(container)
+        except FatalError as exc:
+            self.emit("error", {"message": str(exc)})
+            self.outbox_drain()
+            return EXIT_FATAL
+
+    def supervise(self, container: Container) -> int:
+        status = container.status
+        if status == "created":
+            self.emit("info", self.info(container))
+            self.emit_status("starting")
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                container.reload()
+                return self.finish(container, stopped=False, reason=exc.explanation or str(exc))
+            container.reload()
+        elif status in ("running", "paused", "restarting"):
+            log.info("adopting running container %s (%s)", container.name, container.short_id)
+        else:
+            log.info("container %s ended while no supervisor watched it; recording its end", container.name)
+            self.started_at = engine_time(container.attrs["State"].get("StartedAt"))
+            self.emit("info", self.info(container))
+            return self.finish(container, stopped=False)
+        self.started_at = engine_time(container.attrs["State"].get("StartedAt"))
+        self.emit("info", self.info(container))
+        if container.status != "running":
+            return self.finish(container, stopped=False)
+        self.emit_status("running")
+        self.watch_exit(container)
+        return self.sample_until_end(container)
+
+    def sample_until_end(self, container: Container) -> int:
+        interval = self.config.metrics.interval
+        sampler = self._sampler(container)
+        next_tick = time.monotonic()
+        try:
+            while True:
+                if self.watch.gone():
+                    log.warning("the supervisor is gone; leaving the container running for the next one to adopt")
+                    return EXIT_ORPHANED
+                self.read_control()
+                if self.stop_requested:
+                    return self.stop(container)
+                if self._exit_seen.is_set():
+                    container.reload()
+                    if container.status not in ("running", "paused", "restarting"):
+                        return self.finish(container, stopped=False)
+                    self.watch_exit(container)
+                now = time.monotonic()
+                if now >= next_tick:
+                    if sampler is not None:
+                        sampler = self.sample(sampler, now)
+                    next_tick += interval
+                    if next_tick <= now:  # fell behind (a stalled host): skip, never burst
+                        next_tick = now + interval
+                self.wait_until(next_tick)
+        finally:
+            if sampler is not None:
+                sampler.close()
+
+    def _sampler(self, container: Container) -> Optional[Sampler]:
+        pid = container.attrs["State"].get("Pid")
+        try:
+            return Sampler(pid)
+        except OSError as exc:
+            log.warning("cannot read the container's counters (%s); sampling is off", exc)
+            return None
+
+    def sample(self, sampler: Sampler, now: float) -> Optional[Sampler]:
+        try:
+            figures = sampler.sample(now)
+        except OSError:
+            return sampler  # the cgroup is going away: the wait thread reports the end
+        self._seq += 1
+        body = {
+            "service": self.config.task.service,
+            "task": self.config.task.name,
+            "seq": self._seq,
+            "timestamp": round(time.time(), 6),
+            "interval": self.config.metrics.interval,
+        }
+        body.update(figures)
+        self.emit("metrics", body)
+        return sampler
+
+    def wait_until(self, deadline: float) -> None:
+        writers = [self.outbox.fd] if self.outbox.pending else []
+        timeout = max(0.0, deadline - time.monotonic())
+        readable, writable, _ = select.select([self.inbox.fd, self._wake_r], writers, [], timeout)
+        if self._wake_r in readable:
+            os.read(self._wake_r, 64)
+        if writable:
+            self.outbox.flush()
+
+    def stop(self, container: Container) -> int:
+        task = self.config.task
+        log.info("stopping container %s: %s, then SIGKILL after %ss", container.name, task.stop_signal, task.stop_timeout)
+        try:
+            container.stop(timeout=task.stop_timeout)
+        except docker.errors.NotFound:
+            pass
+        container.reload()
+        return self.finish(container, stopped=True)
+
+    def finish(self, container: Container, stopped: bool, reason: Optional[str] = None) -> int:
+        status = final_status(container.attrs, stopped)
+        if reason:
+            status["reason"] = reason
+        self.emit("status", status)
+        log.info("task %s: %s (exit code %s)", status["state"], status["reason"], status["exit_code"])
+        if self.config.task.remove:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        self.outbox_drain()
+        return EXIT_DONE
+
+    def outbox_drain(self, timeout: float = 5.0) -> None:
+        """Hand every pending frame to the parent before exiting (it reads continuously)."""
+        deadline = time.monotonic() + timeout
+        while not self.outbox.flush() and time.monotonic() < deadline:
+            select.select([], [self.outbox.fd], [], max(0.0, deadline - time.monotonic()))
+
+
+def run(config: Config, latest: Latest, inbox_fd: int, outbox_fd: int, parent_fds: List[int], log_level: int) -> None:
+    """Entry point of the container worker process."""
+    watch = become_worker("container", log_level, parent_fds)
+    worker = ContainerWorker(config, latest, Inbox(inbox_fd), Outbox(outbox_fd), watch)
+    sys.exit(worker.run())

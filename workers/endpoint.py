@@ -1,0 +1,172 @@
+"""The endpoint worker: the task's HTTP face, served by Tornado from shared memory.
+
+It never talks to etcd or Docker and never waits on a queue: every answer comes from the latest
+documents in shared memory, re-encoded to JSON only when their sequence number moved. Its listening
+sockets were bound by the parent, so a restarted endpoint serves on the same port. Only GET (and HEAD)
+exist, and none of them changes anything.
+
+    GET /metrics  the latest sample                      (503 before the first one)
+    GET /status   {"state","running","exit_code","started_at","uptime_s", ...}
+    GET /info     {"info": {...}, "endpoint": {...}}
+    GET /health   200 while the task runs and its sample is fresh, else 503
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Tuple
+
+import tornado.httpserver
+import tornado.ioloop
+import tornado.web
+
+from workers.latest import Latest, Slot
+from workers.process import ParentWatch, become_worker
+
+log = logging.getLogger("endpoint")
+
+STALE_INTERVALS = 3  # a sample older than this many intervals (and at least 2 s) is not fresh
+PARENT_CHECK_MS = 500
+
+
+def to_json(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def parse_time(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class Documents:
+    """Decoded shared-memory documents, cached by their slot's sequence number."""
+
+    def __init__(self, latest: Latest) -> None:
+        self.latest = latest
+        self._cache: Dict[str, Tuple[int, Optional[Dict[str, Any]], Optional[bytes]]] = {}
+
+    def get(self, name: str) -> Tuple[Optional[Dict[str, Any]], Optional[bytes]]:
+        """(document, its JSON) or (None, None) when the slot is empty."""
+        slot: Slot = self.latest.slots[name]
+        seq = slot.seq
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != seq:
+            frame = slot.read_frame()
+            document = frame.body if frame else None
+            cached = (seq, document, to_json(document) if document is not None else None)
+            self._cache[name] = cached
+        return cached[1], cached[2]
+
+
+class JsonHandler(tornado.web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+    def initialize(self, documents: Documents, endpoint: Dict[str, Any], interval: float) -> None:
+        self.documents = documents
+        self.endpoint = endpoint
+        self.interval = interval
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.clear_header("Server")
+
+    def send(self, body: bytes, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(body)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.set_header("Allow", "GET, HEAD")
+        self.finish(to_json({"error": self._reason, "status": status_code}))
+
+    def head(self, *args: Any) -> None:
+        self.get(*args)
+
+    def status_document(self) -> Dict[str, Any]:
+        status = self.documents.get("status")[0] or {"state": "starting", "exit_code": None}
+        started = parse_time(status.get("started_at"))
+        ended = parse_time(status.get("finished_at")) or time.time()
+        return {
+            "state": status["state"],
+            "running": status["state"] == "running",
+            "exit_code": status.get("exit_code"),
+            "reason": status.get("reason"),
+            "started_at": status.get("started_at"),
+            "finished_at": status.get("finished_at"),
+            "uptime_s": round(ended - started, 3) if started else 0.0,
+        }
+
+
+class MetricsHandler(JsonHandler):
+    def get(self) -> None:
+        body = self.documents.get("metrics")[1]
+        if body is None:
+            self.send(to_json({"error": "no sample yet", "status": 503}), 503)
+        else:
+            self.send(body)
+
+
+class StatusHandler(JsonHandler):
+    def get(self) -> None:
+        self.send(to_json(self.status_document()))
+
+
+class InfoHandler(JsonHandler):
+    def get(self) -> None:
+        self.send(to_json({"info": self.documents.get("info")[0], "endpoint": self.endpoint}))
+
+
+class HealthHandler(JsonHandler):
+    def get(self) -> None:
+        status = self.status_document()
+        metrics = self.documents.get("metrics")[0]
+        age = time.time() - metrics["timestamp"] if metrics else None
+        fresh = age is not None and age <= max(STALE_INTERVALS * self.interval, 2.0)
+        healthy = status["running"] and fresh
+        body = {"healthy": healthy, "state": status["state"], "sample_age_s": round(age, 3) if age is not None else None}
+        self.send(to_json(body), 200 if healthy else 503)
+
+
+class NotFoundHandler(JsonHandler):
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404)
+
+
+def make_app(latest: Latest, endpoint: Dict[str, Any], interval: float) -> tornado.web.Application:
+    shared = {"documents": Documents(latest), "endpoint": endpoint, "interval": interval}
+    routes = [
+        (r"/metrics", MetricsHandler, shared),
+        (r"/status", StatusHandler, shared),
+        (r"/info", InfoHandler, shared),
+        (r"/health", HealthHandler, shared),
+    ]
+    return tornado.web.Application(
+        routes, default_handler_class=NotFoundHandler, default_handler_args=shared, compress_response=False
+    )
+
+
+def run(latest: Latest, sockets: List[socket.socket], endpoint: Dict[str, Any], interval: float,
+        parent_fds: List[int], log_level: int) -> None:
+    """Entry point of the endpoint worker process; its IOLoop is made here, after the fork."""
+    watch: ParentWatch = become_worker("endpoint", log_level, parent_fds)
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    server = tornado.httpserver.HTTPServer(
+        make_app(latest, endpoint, interval), max_header_size=16 * 1024, max_body_size=64 * 1024,
+        idle_connection_timeout=60, body_timeout=10,
+    )
+    server.add_sockets(sockets)
+    loop = tornado.ioloop.IOLoop.current()
+
+    def check_parent() -> None:
+        if watch.gone():
+            log.warning("the supervisor is gone; endpoint exiting")
+            loop.stop()
+
+    tornado.ioloop.PeriodicCallback(check_parent, PARENT_CHECK_MS).start()
+    loop.start()

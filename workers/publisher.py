@@ -1,0 +1,242 @@
+"""The publisher worker: keeps the task's record in etcd equal to what the task is, whatever etcd does.
+
+It is the only process that talks to etcd, so a slow or dead etcd stalls nothing else. It works as
+a reconciler: frames from the parent update the wanted documents; the loop writes what changed,
+extends the record's TTL well before it lapses, re-creates the whole record when it was deleted or
+expired behind our back, and republishes everything after an outage. Metrics are coalesced: only
+the newest sample is ever written, every ``publish_every`` samples. Samples that could not be written
+during an outage are summarised (count and time span) in the status document, not replayed.
+
+Record layout, under ``{namespace}/services/{service}/{task}`` (a directory with a TTL)::
+
+    info      {"service","task","image","command","tags","container_id","host","started_at"}
+    endpoint  {"host","port","url"}
+    running   true | false
+    status    {"state","exit_code","reason","updated_at",...}
+    metrics   the /metrics document
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from supervisor.config import Config
+from workers.channel import Inbox, Outbox
+from workers.process import EXIT_DONE, EXIT_ORPHANED, ParentWatch, become_worker
+from workers.registry import EtcdV2Registry, Missing, Registry, Unavailable
+
+log = logging.getLogger("publisher")
+
+FINAL_STATES = frozenset({"exited", "failed", "stopped"})
+RETRY_MIN, RETRY_MAX = 0.2, 2.0
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+class Gap:
+    """Samples that could not be written while etcd was away."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: Optional[float] = None
+        self.last: Optional[float] = None
+
+    def add(self, timestamp: float) -> None:
+        self.count += 1
+        self.first = timestamp if self.first is None else self.first
+        self.last = timestamp
+
+    def summary(self) -> Dict[str, Any]:
+        return {"samples": self.count, "from": self.first, "to": self.last}
+
+
+class Publisher:
+    def __init__(self, config: Config, registry: Registry, endpoint: Dict[str, Any], inbox: Inbox, outbox: Outbox,
+                 watch: ParentWatch, clock: Any = time.monotonic) -> None:
+        self.config = config
+        self.registry = registry
+        self.inbox = inbox
+        self.outbox = outbox
+        self.watch = watch
+        self.clock = clock
+        self.prefix = config.task_prefix
+        self.documents: Dict[str, Any] = {"endpoint": endpoint}
+        self.dirty: set = set()
+        self.synced = False  # the whole record is known to be in etcd
+        self.connected: Optional[bool] = None
+        self.finishing = False
+        self.finish_by = float("inf")
+        self.samples_seen = 0
+        self.gap = Gap()
+        self.last_gap: Optional[Dict[str, Any]] = None
+        self.next_refresh = 0.0
+        self.retry_at = 0.0
+        self.retry_delay = RETRY_MIN
+
+    # -- wanted state ---------------------------------------------------------------------------
+
+    @property
+    def final(self) -> bool:
+        return self.documents.get("status", {}).get("state") in FINAL_STATES
+
+    def take(self, kind: str, body: Dict[str, Any]) -> None:
+        if kind == "metrics":
+            self.samples_seen += 1
+            self.documents["metrics"] = body
+            if self.samples_seen % self.config.metrics.publish_every == 1 or self.config.metrics.publish_every == 1:
+                self.dirty.add("metrics")
+            if not self.synced and self.connected is False:
+                self.gap.add(body.get("timestamp", time.time()))
+        elif kind == "status":
+            self.documents["status"] = body
+            self.dirty.update(("status", "running"))
+            if self.final:
+                self.dirty.add("metrics")  # the last sample goes with the final state
+        elif kind == "info":
+            self.documents["info"] = body
+            self.dirty.add("info")
+        elif kind == "finish":
+            self.finishing = True
+            # Give etcd a bounded chance: every member, twice, then the record's TTL takes over.
+            self.finish_by = self.clock() + 2 * self.config.etcd.timeout * len(self.config.etcd.hosts) + 1
+
+    def render(self, name: str) -> str:
+        if name == "running":
+            return dumps(self.documents.get("status", {}).get("state") == "running")
+        if name == "status" and self.last_gap:
+            return dumps(dict(self.documents["status"], last_gap=self.last_gap))
+        return dumps(self.documents[name])
+
+    # -- etcd -------------------------------------------------------------------------------------
+
+    def ttl(self) -> int:
+        return self.config.etcd.keep_finished if self.final else self.config.etcd.ttl
+
+    def sync_all(self) -> None:
+        """Write the whole record: the first time, after an outage, or after it vanished."""
+        self.registry.put_dir(self.prefix, self.ttl())
+        if self.gap.count:
+            self.last_gap = self.gap.summary()
+        for name in ("info", "endpoint", "metrics", "status", "running"):
+            if name in self.documents or name == "running":
+                self.registry.put(f"{self.prefix}/{name}", self.render(name))
+        self.dirty.clear()
+        self.synced = True
+        self.gap = Gap()
+
+    def write_dirty(self) -> None:
+        for name in sorted(self.dirty, key=("info", "metrics", "status", "running").index):
+            self.registry.put(f"{self.prefix}/{name}", self.render(name))
+            self.dirty.discard(name)
+        if self.final:
+            # A finished record is kept for post-mortems, then expires.
+            self.registry.put_dir(self.prefix, self.ttl())
+
+    def publish(self, now: float) -> None:
+        try:
+            if "info" not in self.documents:
+                self.registry.ping()  # nothing is written before the container exists
+            elif not self.synced:
+                self.sync_all()
+                self.next_refresh = now + self.ttl() / 3
+                log.info("task record written to etcd at %s%s", self.registry.describe(), self.prefix)
+            elif self.dirty:
+                self.write_dirty()
+            if self.synced and now >= self.next_refresh and not self.final:
+                self.registry.put_dir(self.prefix, self.ttl(), refresh=True)
+                self.next_refresh = now + self.ttl() / 3
+            self.set_connected(True)
+            self.retry_delay = RETRY_MIN
+        except Missing:
+            log.warning("the task's record vanished from etcd (deleted, or its TTL lapsed); writing it again")
+            self.synced = False
+            self.retry_at = now
+        except Unavailable as exc:
+            if self.connected is not False:
+                log.warning("etcd does not answer (%s); will keep trying", exc)
+            self.set_connected(False)
+            self.synced = False
+            self.retry_at = now + self.retry_delay
+            self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+
+    def set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            if connected and self.connected is False:
+                log.info("etcd answers again at %s", self.registry.describe())
+            self.connected = connected
+            self.report()
+
+    def report(self) -> None:
+        try:
+            self.outbox.send("registry", {"connected": bool(self.connected), "registered": self.synced})
+        except BrokenPipeError:
+            pass
+
+    # -- loop -------------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.finishing and self.synced and not self.dirty
+
+    def run(self) -> int:
+        was_synced = False
+        while True:
+            if self.watch.gone():
+                return EXIT_ORPHANED
+            for frame in self.inbox.read():
+                self.take(frame.kind, frame.body)
+            if self.inbox.eof:
+                return EXIT_ORPHANED
+            now = self.clock()
+            if now >= self.retry_at:
+                self.publish(now)
+            if self.synced != was_synced:
+                was_synced = self.synced
+                self.report()
+            if self.done or (self.finishing and ("info" not in self.documents or now >= self.finish_by)):
+                self.outbox.send("finished", {"published": self.done})
+                self.drain_outbox()
+                return EXIT_DONE
+            self.wait(now)
+
+    def wait(self, now: float) -> None:
+        wake_at = self.retry_at if self.retry_at > now else self.next_refresh
+        if self.dirty and self.retry_at <= now:
+            wake_at = now
+        timeout = min(max(0.0, wake_at - now), 0.5)  # 0.5 s: also how often the parent is checked
+        writers = [self.outbox.fd] if self.outbox.pending else []
+        _, writable, _ = select.select([self.inbox.fd], writers, [], timeout)
+        if writable:
+            self.outbox.flush()
+
+    def drain_outbox(self) -> None:
+        deadline = time.monotonic() + 2
+        while not self.outbox.flush() and time.monotonic() < deadline:
+            select.select([], [self.outbox.fd], [], 0.1)
+
+
+def make_registry(config: Config) -> Registry:
+    etcd_ = config.etcd
+    return EtcdV2Registry(
+        etcd_.hosts, etcd_.timeout, protocol=etcd_.protocol, ca_cert=etcd_.ca_cert, cert=etcd_.cert,
+        key=etcd_.key, username=etcd_.username, password=config.etcd_password,
+    )
+
+
+def run(config: Config, endpoint: Dict[str, Any], inbox_fd: int, outbox_fd: int, parent_fds: List[int],
+        log_level: int) -> None:
+    """Entry point of the publisher worker process."""
+    watch = become_worker("publisher", log_level, parent_fds)
+    registry = make_registry(config)
+    try:
+        code = Publisher(config, registry, endpoint, Inbox(inbox_fd), Outbox(outbox_fd), watch).run()
+    finally:
+        registry.close()
+    sys.exit(code)

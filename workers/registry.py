@@ -1,0 +1,119 @@
+"""etcd, behind the few operations the publisher needs: the only module that imports python-etcd.
+
+A task's record is a directory with a TTL holding plain keys; an etcd v3 backend maps the directory
+TTL to a lease and implements the same ``Registry`` protocol.
+
+python-etcd's own retries make one call to a frozen server last 4 x read_timeout, and its member
+failover breaks when the first member is down at start; so each member gets a client of its own with
+a urllib3 pool that never retries and bounds every request by ``timeout``, and the backend moves to
+the next member itself when one stops answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+
+import etcd
+import urllib3
+
+log = logging.getLogger("registry")
+
+
+class Unavailable(Exception):
+    """No member answered (or a request failed): try again later."""
+
+
+class Missing(Exception):
+    """The key or directory is not there (deleted, or its TTL lapsed)."""
+
+
+class Registry(Protocol):
+    def put_dir(self, path: str, ttl: int, refresh: bool = False) -> None:
+        """Create the directory with a TTL, or set (refresh=False) or extend (refresh=True) its TTL."""
+
+    def put(self, key: str, value: str) -> None: ...
+
+    def get(self, key: str) -> str: ...
+
+    def ping(self) -> None:
+        """Raise Unavailable unless a member answers."""
+
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class EtcdV2Registry:
+    def __init__(
+        self,
+        hosts: Sequence[Tuple[str, int]],
+        timeout: float,
+        protocol: str = "http",
+        ca_cert: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
+        username: str = "",
+        password: str = "",
+    ) -> None:
+        self._hosts = list(hosts)
+        self._current = 0
+        pool_kw: Dict[str, Any] = {}
+        if ca_cert:
+            pool_kw.update(ca_certs=ca_cert, cert_reqs=ssl.CERT_REQUIRED)
+        if cert:
+            pool_kw.update(cert_file=cert, key_file=key)
+        self._clients: List[etcd.Client] = []
+        for host, port in self._hosts:
+            client = etcd.Client(
+                host=host, port=port, protocol=protocol, read_timeout=timeout,
+                username=username or None, password=password or None,
+            )
+            client.http = urllib3.PoolManager(
+                num_pools=1, maxsize=1, retries=False,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout), **pool_kw,
+            )
+            self._clients.append(client)
+
+    def describe(self) -> str:
+        host, port = self._hosts[self._current]
+        return f"{host}:{port}"
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run one request on the current member, moving on to the next ones while they fail."""
+        errors = []
+        for _ in range(len(self._clients)):
+            client = self._clients[self._current]
+            try:
+                return getattr(client, method)(*args, **kwargs)
+            except etcd.EtcdKeyNotFound as exc:
+                raise Missing(str(exc)) from None
+            except (etcd.EtcdConnectionFailed, urllib3.exceptions.HTTPError, OSError) as exc:
+                errors.append(f"{self.describe()}: {exc}")
+                self._current = (self._current + 1) % len(self._clients)
+            except etcd.EtcdException as exc:
+                raise Unavailable(f"{self.describe()}: {exc}") from None
+        raise Unavailable("; ".join(errors))
+
+    def put_dir(self, path: str, ttl: int, refresh: bool = False) -> None:
+        if refresh:
+            self._call("write", path, None, dir=True, ttl=ttl, prevExist=True, refresh=True)
+            return
+        try:
+            self._call("write", path, None, dir=True, ttl=ttl, prevExist=True)
+        except Missing:
+            self._call("write", path, None, dir=True, ttl=ttl, prevExist=False)
+
+    def put(self, key: str, value: str) -> None:
+        self._call("write", key, value)
+
+    def get(self, key: str) -> str:
+        return self._call("read", key).value
+
+    def ping(self) -> None:
+        self._call("api_execute", "/version", "GET")
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.http.clear()
