@@ -185,8 +185,9 @@ class Arbiter:
             return container.run, (self.config, self.latest, inbox_fd, outbox_fd, parent_fds, self.log_level)
         if name == "publisher":
             return publisher.run, (self.config, self.endpoint, inbox_fd, outbox_fd, parent_fds, self.log_level)
+        # The endpoint says nothing (it closes its outbox); its inbox only tells it when to go.
         return endpoint.run, (
-            self.latest, self.sockets, self.endpoint, self.config.metrics.interval, parent_fds + [inbox_fd, outbox_fd],
+            self.latest, self.sockets, self.endpoint, self.config.metrics.interval, inbox_fd, parent_fds + [outbox_fd],
             self.log_level,
         )
 
@@ -210,7 +211,7 @@ class Arbiter:
             for worker in self.workers.values():
                 if worker.process is not None:
                     readers.append(worker.process.sentinel)
-                if worker.inbox is not None:
+                if worker.inbox is not None and not worker.inbox.eof:
                     readers.append(worker.inbox.fd)
                 if worker.outbox is not None and worker.outbox.pending:
                     writers.append(worker.outbox.fd)
@@ -401,11 +402,12 @@ class Arbiter:
             self.phase = Phase.DONE
 
     def shutdown(self) -> None:
-        """Stop whatever still runs: the endpoint last, and nothing is left behind."""
+        """End whatever still runs (normally just the endpoint): EOF on its inbox, then SIGKILL."""
         for worker in self.workers.values():
             worker.wanted = False
-            if worker.process is not None:
-                worker.process.terminate()
+            if worker.outbox is not None:
+                worker.outbox.close()
+                worker.outbox = None
         deadline = time.monotonic() + ENDPOINT_GRACE
         for worker in self.workers.values():
             if worker.process is not None:

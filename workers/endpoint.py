@@ -24,6 +24,7 @@ import tornado.httpserver
 import tornado.ioloop
 import tornado.web
 
+from workers.channel import Inbox
 from workers.latest import Latest, Slot
 from workers.process import ParentWatch, become_worker
 
@@ -152,9 +153,13 @@ def make_app(latest: Latest, endpoint: Dict[str, Any], interval: float) -> torna
 
 
 def run(latest: Latest, sockets: List[socket.socket], endpoint: Dict[str, Any], interval: float,
-        parent_fds: List[int], log_level: int) -> None:
-    """Entry point of the endpoint worker process; its IOLoop is made here, after the fork."""
+        inbox_fd: int, parent_fds: List[int], log_level: int) -> None:
+    """Entry point of the endpoint worker process; its IOLoop is made here, after the fork.
+
+    Nothing is ever sent on its inbox: EOF there means the parent closed it (time to go) or died.
+    """
     watch: ParentWatch = become_worker("endpoint", log_level, parent_fds)
+    inbox = Inbox(inbox_fd)
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     server = tornado.httpserver.HTTPServer(
         make_app(latest, endpoint, interval), max_header_size=16 * 1024, max_body_size=64 * 1024,
@@ -163,10 +168,11 @@ def run(latest: Latest, sockets: List[socket.socket], endpoint: Dict[str, Any], 
     server.add_sockets(sockets)
     loop = tornado.ioloop.IOLoop.current()
 
-    def check_parent() -> None:
-        if watch.gone():
-            log.warning("the supervisor is gone; endpoint exiting")
+    def check_parent(*_: Any) -> None:
+        inbox.read()
+        if inbox.eof or watch.gone():
             loop.stop()
 
+    loop.add_handler(inbox.fd, check_parent, tornado.ioloop.IOLoop.READ)
     tornado.ioloop.PeriodicCallback(check_parent, PARENT_CHECK_MS).start()
     loop.start()

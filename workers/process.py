@@ -44,10 +44,13 @@ class ParentWatch:
 def become_worker(name: str, log_level: int, parent_fds: Iterable[int]) -> ParentWatch:
     """Reset what the fork inherited from the parent: signal handlers, wakeup fd, the parent's pipe ends."""
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1):
+    for signum in (signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_DFL)
-    # Ctrl-C reaches the whole process group; only the parent decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, `pkill -f` and `kill -- -PGID` reach every process of the group; only the parent decides
+    # what a stop means. Workers end when the parent tells them to, or when their inbox reaches EOF
+    # (the parent closed it, or died).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_IGN)
     for fd in parent_fds:
         try:
             os.close(fd)
