@@ -57,10 +57,14 @@ def run(config: cfg.Config, args: argparse.Namespace) -> int:
         return 0
     level = getattr(logging, args.log_level)
     configure_logging(level)
+    arbiter = Arbiter(config, level)
     try:
-        return Arbiter(config, level).run()
+        code = arbiter.run()
     except StartupError as exc:
         fail(str(exc))
+    if arbiter.error:
+        print(f"horizon: error: {arbiter.error}", file=sys.stderr)
+    return code
 
 
 def main(argv: Optional[List[str]] = None) -> None:

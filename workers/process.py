@@ -31,6 +31,15 @@ def configure_logging(level: int) -> None:
         logging.getLogger(chatty).setLevel(max(level, logging.INFO))
 
 
+def name_process(title: str) -> None:
+    """Show the worker's role in ps/top (the kernel's 15-character comm field)."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as handle:
+            handle.write(title[:15])
+    except OSError:
+        pass
+
+
 class ParentWatch:
     """Notices when the parent is gone (we are re-parented): workers poll it on every loop."""
 
@@ -57,5 +66,6 @@ def become_worker(name: str, log_level: int, parent_fds: Iterable[int]) -> Paren
         except OSError:
             pass
     configure_logging(log_level)
+    name_process(f"hz-{name}")
     logging.getLogger(name).debug("worker started")
     return ParentWatch()

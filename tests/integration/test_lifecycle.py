@@ -1,0 +1,194 @@
+"""The task executor end to end, on the real Docker engine and a real etcd."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import IMAGE, NAMESPACE, ROOT, http_get, wait_for
+
+BUSY = "sh -c 'while true; do :; done'"
+# PID 1 in a container ignores SIGTERM unless it handles it: this one stops at once.
+POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
+
+
+def test_seed_form_registers_then_records_the_end(supervised):
+    run = supervised().main("sleep 3")
+    wait_for(lambda: run.state() == "running", 15, "state running in etcd")
+    record = run.record()
+    assert record["running"] is True
+    assert record["info"]["image"] == IMAGE and record["info"]["command"] == ["sleep", "3"]
+    assert record["info"]["container_id"] and record["info"]["service"] == run.service
+    assert record["endpoint"]["url"] == f"http://127.0.0.1:{record['endpoint']['port']}"
+    assert run.task_dir()["ttl"] <= 15
+
+    assert run.wait(30) == 0
+    record = run.record()
+    assert record["status"]["state"] == "exited" and record["status"]["exit_code"] == 0
+    assert record["running"] is False
+    assert record["metrics"]["seq"] >= 1
+    assert 590 < run.task_dir()["ttl"] <= 600  # kept keep_finished seconds for post-mortems
+    assert run.containers() == []  # remove = true
+
+
+def test_exit_code_of_a_failing_task_is_the_supervisors(supervised):
+    run = supervised().main("sh -c 'exit 7'")
+    assert run.wait(30) == 7
+    status = run.record()["status"]
+    assert status["state"] == "failed" and status["exit_code"] == 7
+    assert "7" in status["reason"]
+
+
+def test_busy_task_metrics_grow_at_the_endpoint_found_in_etcd(supervised):
+    run = supervised().main(BUSY, "--interval", "0.2")
+    url = run.url()
+    first = wait_for(lambda: http_get(f"{url}/metrics")[1] if http_get(f"{url}/metrics")[0] == 200 else None, 10, "a sample")
+    time.sleep(1.0)
+    code, later = http_get(f"{url}/metrics")
+    assert code == 200
+    assert later["seq"] >= first["seq"] + 3
+    assert later["service"] == run.service and later["interval"] == 0.2
+    assert later["container"]["cpu_percent"] > 50
+    assert later["container"]["memory_bytes"] > 0 and later["container"]["pids"] >= 1
+    busy = [p for p in later["processes"] if p["cmdline"][:1] == ["sh"]]
+    assert busy and busy[0]["cpu_percent"] > 50 and busy[0]["rss_bytes"] > 0
+
+    code, status = http_get(f"{url}/status")
+    assert code == 200 and status["state"] == "running" and status["running"] is True and status["uptime_s"] > 0
+    assert http_get(f"{url}/health")[0] == 200
+    code, info = http_get(f"{url}/info")
+    assert info["info"]["container_id"] == run.record()["info"]["container_id"]
+    assert info["endpoint"]["url"] == url
+    assert http_get(f"{url}/nope")[0] == 404
+
+    # etcd gets the same document, every publish_every samples.
+    wait_for(lambda: run.record().get("metrics", {}).get("seq", 0) > first["seq"], 5, "fresh metrics in etcd")
+
+
+def test_sigterm_stops_within_stop_timeout_and_leaves_nothing_running(supervised):
+    run = supervised().main("sleep 600", "--stop-timeout", "2")  # sleep as PID 1 ignores SIGTERM
+    wait_for(lambda: run.state() == "running", 15, "state running")
+    started = time.monotonic()
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert run.wait(20) == 0
+    assert time.monotonic() - started < 2 + 5
+    status = run.record()["status"]
+    assert status["state"] == "stopped" and status["exit_code"] == 137
+    assert run.record()["running"] is False
+    assert run.containers() == []
+    assert "Traceback" not in run.output()
+
+
+def test_sigterm_to_the_whole_group_is_one_clean_stop(supervised):
+    run = supervised().main(POLITE)
+    wait_for(lambda: run.state() == "running", 15, "state running")
+    os.killpg(run.proc.pid, signal.SIGTERM)  # what `pkill -f` or a terminal does
+    assert run.wait(20) == 0
+    assert run.record()["status"]["state"] == "stopped"
+    assert run.record()["status"]["exit_code"] == 0
+    assert "died" not in run.output()  # no worker was killed by it
+    assert run.containers() == []
+
+
+@pytest.mark.parametrize("role", ["container", "publisher", "endpoint"])
+def test_a_killed_worker_is_restarted_and_nothing_else_changes(supervised, role):
+    run = supervised().main(POLITE, "--interval", "0.2")
+    url = run.url()
+    wait_for(lambda: http_get(f"{url}/metrics")[0] == 200, 10, "a sample")
+    container_id = run.record()["info"]["container_id"]
+    before = wait_for(lambda: run.workers() if len(run.workers()) == 3 else None, 5, "three workers")
+
+    os.kill(before[role], signal.SIGKILL)
+    after = wait_for(
+        lambda: run.workers() if len(run.workers()) == 3 and run.workers()[role] != before[role] else None,
+        5, f"a new {role} worker",
+    )
+    assert {k: v for k, v in after.items() if k != role} == {k: v for k, v in before.items() if k != role}
+    seq = http_get(f"{url}/metrics")[1]["seq"]
+    wait_for(lambda: (http_get(f"{url}/metrics")[1] or {}).get("seq", 0) > seq, 5, "sampling to go on, same port")
+    assert run.containers() == [container_id[:12]]  # adopted, never a second one
+    assert run.state() == "running"
+    assert run.proc.poll() is None
+
+
+def test_ini_config_with_a_fixed_port(supervised, tmp_path):
+    run = supervised()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ini = tmp_path / "task.ini"
+    ini.write_text(
+        f"[task]\nimage = {IMAGE}\ncommand = {POLITE}\nservice = {run.service}\ntags = a,b\n"
+        f"environment =\n    GREETING='hello world'\nmemory = 64m\n"
+        f"[etcd]\nnamespace = {NAMESPACE}\n[endpoint]\nport = {port}\n"
+    )
+    run.start(["-m", "supervisor", str(ini)])
+    assert run.url() == f"http://127.0.0.1:{port}"
+    record = run.record()
+    assert record["info"]["tags"] == ["a", "b"]
+    container = run.containers()[0]
+    inspect = subprocess.run(
+        ["docker", "inspect", "-f", "{{.HostConfig.Memory}} {{json .Config.Env}} {{json .Config.Labels}}", container],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert inspect.startswith(str(64 << 20))
+    assert "GREETING=hello world" in inspect and f'"horizon.service":"{run.service}"' in inspect
+
+    second = supervised().start(["-m", "supervisor", str(ini)])  # same file: same task, and the port is taken
+    assert second.wait(10) == 2
+    assert f"port {port}" in second.output() and "Traceback" not in second.output()
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert run.wait(20) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["main.py", IMAGE, "sleep 1", "--port", "abc"], "--port"),
+        (["main.py", IMAGE, "sleep 'unbalanced"], "COMMAND"),
+        (["main.py", IMAGE, "sleep 1", "--service", "Bad_Name"], "--service"),
+        (["main.py", IMAGE, "sleep 1", "--etcd", "nohost:"], "--etcd"),
+        (["main.py", IMAGE, "sleep 1", "--bogus"], "unrecognized"),
+        (["-m", "supervisor", "/nonexistent/task.ini"], "no such file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_created(supervised, argv, needle):
+    run = supervised()
+    if argv[0] == "main.py":
+        argv = argv + ["--service", run.service] if "--service" not in argv else argv
+    run.start(argv)
+    assert run.wait(20) == 2
+    out = run.output().strip()
+    assert len(out.splitlines()) == 1 and needle in out, out
+    assert run.containers() == [] and run.task_dir() is None
+
+
+def test_missing_image_is_one_line_exit_1_and_nothing_created(supervised):
+    run = supervised().main("sleep 1", image="horizon-no-such-image:latest")
+    assert run.wait(60) == 1
+    errors = [line for line in run.output().splitlines() if "ERROR" in line or "error:" in line]
+    assert errors and "horizon-no-such-image" in errors[-1]
+    assert "Traceback" not in run.output()
+    assert run.containers() == [] and run.task_dir() is None
+
+
+def test_check_validates_without_running_anything(supervised):
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--check", "conf/task.ini"], cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_systemd_unit_verifies(tmp_path):
+    unit = (ROOT / "conf/horizon-task@.service").read_text()
+    assert "Type=notify" in unit
+    copy = tmp_path / "horizon-task@demo.service"
+    copy.write_text(unit.replace("/opt/horizon/venv/bin/python ", f"{sys.executable} "))
+    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
