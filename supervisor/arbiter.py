@@ -119,7 +119,7 @@ class Arbiter:
         self.workers = {name: Worker(name) for name in ("publisher", "container", "endpoint")}
         self.documents: Dict[str, bytes] = {}  # latest info/status/metrics frames, replayed to a new publisher
         self.status: Dict[str, Any] = {}
-        self.registry: Dict[str, bool] = {}
+        self.registry: Dict[str, Any] = {}
         self.error: Optional[str] = None
         self.stop_requested = False
         self.ready_sent = False
@@ -307,7 +307,7 @@ class Arbiter:
 
     def on_publisher_frame(self, frame: Frame) -> None:
         if frame.kind == "registry":
-            self.registry = {k: bool(v) for k, v in frame.body.items()}
+            self.registry = frame.body
             waiting = not self.workers["container"].wanted and self.phase is Phase.RUNNING
             if waiting and self.registry.get("connected"):
                 self.workers["container"].wanted = True
@@ -327,13 +327,13 @@ class Arbiter:
         pass
 
     def maybe_ready(self) -> None:
+        """READY=1 once the task runs and etcd says so (or, unless etcd is required, etcd is away)."""
         running = self.status.get("state") == "running"
-        etcd_settled = self.registry.get("registered") or (
-            not self.config.etcd.required and self.registry.get("connected") is False
-        )
+        registered = self.registry.get("state") == "running"
+        etcd_settled = registered or (not self.config.etcd.required and self.registry.get("connected") is False)
         if running and etcd_settled and not self.ready_sent:
             self.ready_sent = True
-            where = "registered in etcd" if self.registry.get("registered") else "etcd unreachable, retrying"
+            where = "registered in etcd" if registered else "etcd unreachable, retrying"
             self.notifier.send("READY=1", f"STATUS=task running; {where}; endpoint {self.endpoint['url']}")
             log.info("task running; %s", where)
 

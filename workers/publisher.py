@@ -73,6 +73,7 @@ class Publisher:
         self.connected: Optional[bool] = None
         self.finishing = False
         self.finish_by = float("inf")
+        self.reported: Dict[str, Any] = {}
         self.samples_seen = 0
         self.gap = Gap()
         self.last_gap: Optional[Dict[str, Any]] = None
@@ -167,17 +168,24 @@ class Publisher:
             self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
 
     def set_connected(self, connected: bool) -> None:
-        if connected != self.connected:
-            if connected and self.connected is False:
-                log.info("etcd answers again at %s", self.registry.describe())
-            self.connected = connected
-            self.report()
+        if connected and self.connected is False:
+            log.info("etcd answers again at %s", self.registry.describe())
+        self.connected = connected
+
+    def published_state(self) -> Optional[str]:
+        """The task state etcd holds now, as far as we know (None: not in etcd, or not yet current)."""
+        if not self.synced or "status" in self.dirty:
+            return None
+        return self.documents.get("status", {}).get("state")
 
     def report(self) -> None:
-        try:
-            self.outbox.send("registry", {"connected": bool(self.connected), "registered": self.synced})
-        except BrokenPipeError:
-            pass
+        body = {"connected": bool(self.connected), "state": self.published_state()}
+        if body != self.reported:
+            self.reported = body
+            try:
+                self.outbox.send("registry", body)
+            except BrokenPipeError:
+                pass
 
     # -- loop -------------------------------------------------------------------------------------
 
@@ -186,7 +194,6 @@ class Publisher:
         return self.finishing and self.synced and not self.dirty
 
     def run(self) -> int:
-        was_synced = False
         while True:
             if self.watch.gone():
                 return EXIT_ORPHANED
@@ -197,9 +204,7 @@ class Publisher:
             now = self.clock()
             if now >= self.retry_at:
                 self.publish(now)
-            if self.synced != was_synced:
-                was_synced = self.synced
-                self.report()
+            self.report()
             if self.done or (self.finishing and ("info" not in self.documents or now >= self.finish_by)):
                 self.outbox.send("finished", {"published": self.done})
                 self.drain_outbox()

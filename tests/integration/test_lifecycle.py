@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import IMAGE, NAMESPACE, ROOT, http_get, wait_for
+from tests.conftest import IMAGE, NAMESPACE, ROOT, etcd_get, http_get, wait_for
 
 BUSY = "sh -c 'while true; do :; done'"
 # PID 1 in a container ignores SIGTERM unless it handles it: this one stops at once.
@@ -192,3 +192,82 @@ def test_systemd_unit_verifies(tmp_path):
     copy.write_text(unit.replace("/opt/horizon/venv/bin/python ", f"{sys.executable} "))
     result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_oom_kill_is_recorded(supervised):
+    hog = "sh -c 'x=$(head -c 200000000 /dev/zero | tr \"\\0\" a); echo ${#x}'"
+    run = supervised().main(hog, "--memory", "16m")
+    code = run.wait(60)
+    status = run.record()["status"]
+    assert status["state"] == "failed" and status["oom_killed"] is True, status
+    assert "oom" in status["reason"] and code == status["exit_code"] != 0
+
+
+def test_unreachable_engine_is_one_line_exit_1(supervised, tmp_path):
+    run = supervised()
+    os.environ["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
+    try:
+        run.main("sleep 1")
+    finally:
+        del os.environ["DOCKER_HOST"]
+    assert run.wait(30) == 1
+    last = run.output().strip().splitlines()[-1]
+    assert last.startswith("horizon: error: cannot reach the Docker engine") and "DOCKER_HOST" in last
+    assert "Traceback" not in run.output() and run.task_dir() is None
+
+
+def test_workers_exit_when_the_supervisor_is_killed_and_keys_expire(supervised):
+    run = supervised().main(POLITE, "--etcd-ttl", "3")
+    wait_for(lambda: run.state() == "running", 15, "state running")
+    workers = wait_for(lambda: run.workers() if len(run.workers()) == 3 else None, 5, "three workers")
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait(5)
+
+    def all_gone() -> bool:
+        return not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+                       for pid in workers.values())
+
+    wait_for(all_gone, 2.5, "every worker to exit")
+    wait_for(lambda: run.task_dir() is None, 3 + 2, "the task's keys to expire with their TTL")
+
+
+def test_record_outlives_its_ttl_while_the_task_runs(supervised):
+    run = supervised().main(POLITE, "--etcd-ttl", "3")
+    wait_for(lambda: run.state() == "running", 15, "state running")
+    time.sleep(5)  # longer than the TTL: only refreshes keep it
+    assert run.record()["running"] is True and run.task_dir()["ttl"] <= 3
+
+
+def test_any_listed_etcd_member_will_do_and_services_share_a_directory(supervised):
+    first = supervised()
+    second = supervised(first.service)
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    first.main(POLITE, "--etcd", f"127.0.0.1:{dead},127.0.0.1:2379", "--name", "one")
+    second.main(POLITE, "--name", "two")
+    wait_for(lambda: {"one", "two"} == {n["key"].rsplit("/", 1)[1] for n in (etcd_get(first.prefix) or {}).get("nodes", [])},
+             15, "two tasks under one service directory")
+    for run in (first, second):
+        os.kill(run.proc.pid, signal.SIGTERM)
+        assert run.wait(20) == 0
+
+
+def test_ready_is_sent_to_systemd_once_running_and_registered(supervised, tmp_path):
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(20)
+    run = supervised()
+    os.environ["NOTIFY_SOCKET"] = address
+    try:
+        run.main(POLITE)
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    message = sock.recv(4096).decode()
+    assert "READY=1" in message and "registered in etcd" in message
+    assert run.state() == "running" and run.record()["running"] is True
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert "STOPPING=1" in sock.recv(4096).decode()
+    assert run.wait(20) == 0
+    sock.close()
