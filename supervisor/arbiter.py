@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import tornado.netutil
 
 from supervisor.config import Config
+from supervisor.lock import AlreadySupervised, TaskLock
 from supervisor.notify import Notifier
 from supervisor.restarts import Restarts, State
 from workers import channel, container, endpoint, frames, publisher
@@ -47,7 +48,11 @@ EXIT_ERROR = 1
 
 
 class StartupError(Exception):
-    """The supervisor cannot start (e.g. the endpoint's port is taken): one line, exit status 2."""
+    """The supervisor cannot start: one line, and ``code`` is the exit status (2: a mistake in the input)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Phase(enum.Enum):
@@ -126,10 +131,21 @@ class Arbiter:
         self.deadline: Optional[float] = None
         self.signals: List[int] = []
         self.next_watchdog = 0.0
+        self.lock = TaskLock(config)
 
     # -- set-up -------------------------------------------------------------------------------
 
     def run(self) -> int:
+        try:
+            self.lock.acquire()
+        except AlreadySupervised as exc:
+            raise StartupError(f"task {self.config.task.service}/{self.config.task.name}: {exc}", EXIT_ERROR) from None
+        try:
+            return self.supervise()
+        finally:
+            self.lock.release()
+
+    def supervise(self) -> int:
         self.sockets = bind(self.config)
         self.endpoint = endpoint_document(self.config, self.sockets[0].getsockname()[1])
         self.latest = Latest()
@@ -160,6 +176,8 @@ class Arbiter:
 
     def parent_fds(self) -> List[int]:
         fds = [self._wake_r, self._wake_w]
+        if self.lock.fd is not None:
+            fds.append(self.lock.fd)  # so a killed parent's lock is free at once
         for worker in self.workers.values():
             fds += [end.fd for end in (worker.inbox, worker.outbox) if end is not None]
         return fds

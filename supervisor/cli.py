@@ -61,7 +61,7 @@ def run(config: cfg.Config, args: argparse.Namespace) -> int:
     try:
         code = arbiter.run()
     except StartupError as exc:
-        fail(str(exc))
+        fail(str(exc), exc.code)
     if arbiter.error:
         print(f"horizon: error: {arbiter.error}", file=sys.stderr)
     return code

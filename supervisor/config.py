@@ -234,6 +234,10 @@ class TaskSection:
     stop_signal: str = option(stop_signal, "SIGTERM", doc="signal that asks the task to stop")
     stop_timeout: int = option(integer(0, 3600), "10", doc="seconds between stop_signal and SIGKILL")
     remove: bool = option(boolean, "true", doc="remove the container once its end is recorded")
+    restart: str = option(choice("no", "on-failure", "always"), "no", doc="restart the task when it ends: no, on-failure, always")
+    max_restarts: int = option(integer(0, 1000000), "5", doc="restarts in a row before giving up (state failed)")
+    restart_delay: float = option(number(0.0), "1", doc="seconds before the first restart; doubles each time, up to 60")
+    restart_reset: float = option(number(0.0), "60", doc="seconds up after which the restart count starts again")
 
 
 @dataclass(frozen=True)

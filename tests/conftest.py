@@ -75,7 +75,7 @@ class Supervised:
     def __init__(self, service: str, tmp_path: Path) -> None:
         self.service = service
         self.prefix = f"{NAMESPACE}/services/{service}"
-        self.log_path = tmp_path / f"{service}.log"
+        self.log_path = tmp_path / f"{service}-{uuid.uuid4().hex[:6]}.log"
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, argv: List[str]) -> "Supervised":

@@ -25,9 +25,11 @@ from typing import Any, Dict, List, Optional
 
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
 
 from supervisor.config import Config
+from supervisor.restarts import Policy, Restarts, State as RestartState
 from workers import frames
 from workers.channel import Inbox, Outbox
 from workers.latest import Latest
@@ -39,7 +41,10 @@ log = logging.getLogger("container")
 LABEL_SERVICE = "horizon.service"
 LABEL_TASK = "horizon.task"
 ENGINE_TIMEOUT = 30
-FINAL_STATES = frozenset({"exited", "failed", "stopped"})
+ENGINE_OUTAGE_LIMIT = 60.0  # seconds without the engine before the task is declared failed
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+LIVE = frozenset({"running", "paused", "restarting"})
+STOPPED, ENDED, ORPHANED = "stopped", "ended", "orphaned"
 
 
 class FatalError(Exception):
@@ -96,9 +101,16 @@ class ContainerWorker:
         self.watch = watch
         self.stop_requested = False
         self.started_at: Optional[str] = None
+        self.start_error: Optional[str] = None
+        self.engine_retry_at = 0.0
+        task = config.task
+        self.restarts = Restarts(Policy(
+            max_tries=task.max_restarts, first_delay=task.restart_delay, max_delay=60.0, stable_after=task.restart_reset,
+        ))
         self._wake_r, self._wake_w = os.pipe()
         self._exit_seen = threading.Event()
         self._seq = self._last_seq()
+        self.restart_count = self._last_restart_count()
 
     # -- talking to the parent ----------------------------------------------------------------
 
@@ -106,15 +118,20 @@ class ContainerWorker:
         previous = self.latest.metrics.read_frame()
         return int(previous.body.get("seq", 0)) if previous else 0
 
+    def _last_restart_count(self) -> int:
+        previous = self.latest.status.read_frame()
+        return int(previous.body.get("restarts") or 0) if previous else 0
+
     def emit(self, kind: str, body: Dict[str, Any]) -> None:
         slot = self.latest.slots.get(kind)
         data = slot.write_frame(kind, body) if slot else frames.encode(kind, body)
         self.outbox.send_encoded(kind, data)
 
-    def emit_status(self, state: str, **extra: Any) -> None:
-        body = {"state": state, "exit_code": None, "reason": None, "started_at": self.started_at, "updated_at": utc_now()}
-        body.update(extra)
-        self.emit("status", body)
+    def emit_status(self, state: str) -> None:
+        self.emit("status", {
+            "state": state, "exit_code": None, "reason": None, "started_at": self.started_at,
+            "updated_at": utc_now(), "restarts": self.restart_count,
+        })
 
     def read_control(self) -> None:
         for frame in self.inbox.read():
@@ -232,59 +249,135 @@ class ContainerWorker:
             return EXIT_FATAL
 
     def supervise(self, container: Container) -> int:
-        status = container.status
-        if status == "created":
+        started = True
+        if container.status == "created":
             self.emit("info", self.info(container))
             self.emit_status("starting")
-            try:
-                container.start()
-            except docker.errors.APIError as exc:
-                container.reload()
-                return self.finish(container, stopped=False, reason=exc.explanation or str(exc))
-            container.reload()
-        elif status in ("running", "paused", "restarting"):
+            started = self.start(container)
+        elif container.status in LIVE:
             log.info("adopting running container %s (%s)", container.name, container.short_id)
+            self.mark_started(container)
         else:
             log.info("container %s ended while no supervisor watched it; recording its end", container.name)
-            self.started_at = engine_time(container.attrs["State"].get("StartedAt"))
-            self.emit("info", self.info(container))
-            return self.finish(container, stopped=False)
-        self.started_at = engine_time(container.attrs["State"].get("StartedAt"))
-        self.emit("info", self.info(container))
-        if container.status != "running":
-            return self.finish(container, stopped=False)
-        self.emit_status("running")
-        self.watch_exit(container)
-        return self.sample_until_end(container)
+            self.mark_started(container)
+            return self.finish(container, self.ended(container))
+        while True:
+            status = self.ended(container)
+            if started:
+                outcome = self.watch_until_end(container)
+                if outcome == ORPHANED:
+                    return EXIT_ORPHANED
+                if outcome == STOPPED:
+                    return self.finish(container, final_status(container.attrs, stopped=True))
+                status = outcome if isinstance(outcome, dict) else self.ended(container)
+            if not self.wants_restart(status):
+                return self.finish(container, status)
+            if self.restarts.died(time.monotonic()) is RestartState.FATAL:
+                status["reason"] = f"gave up after {self.restart_count} restarts: {status['reason']}"
+                return self.finish(container, status)
+            if not self.back_off(status):
+                return self.finish(container, final_status(container.attrs, stopped=True))
+            self.restart_count += 1
+            started = self.start(container)
 
-    def sample_until_end(self, container: Container) -> int:
+    def mark_started(self, container: Container) -> None:
+        """Publish a (re)started container: info with its start time, status running."""
+        self.started_at = engine_time(container.attrs["State"].get("StartedAt"))
+        self.restarts.started(time.monotonic())
+        self.emit("info", self.info(container))
+        if container.status in LIVE:
+            self.emit_status("running")
+
+    def start(self, container: Container) -> bool:
+        """Start the container; False when the engine refuses (command not found, ...)."""
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            container.reload()
+            self.start_error = exc.explanation or str(exc)
+            return False
+        container.reload()
+        self.start_error = None
+        self.mark_started(container)
+        return container.status in LIVE
+
+    def ended(self, container: Container) -> Dict[str, Any]:
+        status = final_status(container.attrs, stopped=False)
+        if self.start_error:
+            status.update(state="failed", reason=f"cannot start: {self.start_error}")
+        return status
+
+    def wants_restart(self, status: Dict[str, Any]) -> bool:
+        policy = self.config.task.restart
+        return policy == "always" or (policy == "on-failure" and status["state"] == "failed")
+
+    def back_off(self, status: Dict[str, Any]) -> bool:
+        """Publish ``restarting`` and wait out the delay; False when a stop came meanwhile."""
+        restart_at = self.restarts.restart_at or time.monotonic()
+        delay = max(0.0, restart_at - time.monotonic())
+        log.info("task %s (%s); restart %d in %.1f s", status["state"], status["reason"], self.restarts.tries, delay)
+        self.emit("status", dict(status, state="restarting", restarts=self.restart_count, restart_in_s=round(delay, 3)))
+        while time.monotonic() < restart_at:
+            if self.watch.gone():
+                raise SystemExit(EXIT_ORPHANED)
+            self.read_control()
+            if self.stop_requested:
+                return False
+            self.wait_until(restart_at)
+        return True
+
+    def watch_until_end(self, container: Container) -> Any:
+        """Sample on schedule until the container ends (ENDED, or a status dict when it vanished),
+        a stop is requested (STOPPED), or the parent is gone (ORPHANED). Rides out engine outages."""
         interval = self.config.metrics.interval
         sampler = self._sampler(container)
+        self.watch_exit(container)
         next_tick = time.monotonic()
+        outage_since: Optional[float] = None
         try:
             while True:
                 if self.watch.gone():
                     log.warning("the supervisor is gone; leaving the container running for the next one to adopt")
-                    return EXIT_ORPHANED
+                    return ORPHANED
                 self.read_control()
                 if self.stop_requested:
-                    return self.stop(container)
-                if self._exit_seen.is_set():
-                    container.reload()
-                    if container.status not in ("running", "paused", "restarting"):
-                        return self.finish(container, stopped=False)
-                    self.watch_exit(container)
+                    self.stop(container)
+                    return STOPPED
                 now = time.monotonic()
+                if self._exit_seen.is_set() and now >= self.engine_retry_at:
+                    try:
+                        container.reload()
+                    except docker.errors.NotFound:
+                        return self.vanished("the container was removed behind the supervisor's back")
+                    except ENGINE_ERRORS as exc:
+                        if outage_since is None:
+                            outage_since = now
+                            log.warning("the Docker engine does not answer (%s); retrying", exc)
+                        if now - outage_since > ENGINE_OUTAGE_LIMIT:
+                            return self.vanished(f"the Docker engine did not answer for {ENGINE_OUTAGE_LIMIT:.0f} s")
+                        self.engine_retry_at = now + 1.0
+                    else:
+                        if outage_since is not None:
+                            log.info("the Docker engine answers again")
+                            outage_since = None
+                        if container.status not in LIVE:
+                            return ENDED
+                        self.watch_exit(container)  # the wait call was lost, the container lives on
                 if now >= next_tick:
                     if sampler is not None:
-                        sampler = self.sample(sampler, now)
+                        self.sample(sampler, now)
                     next_tick += interval
                     if next_tick <= now:  # fell behind (a stalled host): skip, never burst
                         next_tick = now + interval
-                self.wait_until(next_tick)
+                self.wait_until(min(next_tick, self.engine_retry_at) if self._exit_seen.is_set() else next_tick)
         finally:
             if sampler is not None:
                 sampler.close()
+
+    def vanished(self, reason: str) -> Dict[str, Any]:
+        log.error("%s", reason)
+        return {"state": "failed", "exit_code": None, "reason": reason, "oom_killed": False,
+                "started_at": self.started_at, "finished_at": utc_now(), "updated_at": utc_now()}
 
     def _sampler(self, container: Container) -> Optional[Sampler]:
         pid = container.attrs["State"].get("Pid")
@@ -294,11 +387,11 @@ class ContainerWorker:
             log.warning("cannot read the container's counters (%s); sampling is off", exc)
             return None
 
-    def sample(self, sampler: Sampler, now: float) -> Optional[Sampler]:
+    def sample(self, sampler: Sampler, now: float) -> None:
         try:
             figures = sampler.sample(now)
         except OSError:
-            return sampler  # the cgroup is going away: the wait thread reports the end
+            return  # the cgroup is going away: the wait thread reports the end
         self._seq += 1
         body = {
             "service": self.config.task.service,
@@ -309,7 +402,6 @@ class ContainerWorker:
         }
         body.update(figures)
         self.emit("metrics", body)
-        return sampler
 
     def wait_until(self, deadline: float) -> None:
         writers = [self.outbox.fd] if self.outbox.pending else []
@@ -320,20 +412,19 @@ class ContainerWorker:
         if writable:
             self.outbox.flush()
 
-    def stop(self, container: Container) -> int:
+    def stop(self, container: Container) -> None:
         task = self.config.task
         log.info("stopping container %s: %s, then SIGKILL after %ss", container.name, task.stop_signal, task.stop_timeout)
         try:
             container.stop(timeout=task.stop_timeout)
+            container.reload()
         except docker.errors.NotFound:
             pass
-        container.reload()
-        return self.finish(container, stopped=True)
+        except ENGINE_ERRORS as exc:
+            log.error("the Docker engine failed to stop the container: %s", exc)
 
-    def finish(self, container: Container, stopped: bool, reason: Optional[str] = None) -> int:
-        status = final_status(container.attrs, stopped)
-        if reason:
-            status["reason"] = reason
+    def finish(self, container: Container, status: Dict[str, Any]) -> int:
+        status["restarts"] = self.restart_count
         self.emit("status", status)
         log.info("task %s: %s (exit code %s)", status["state"], status["reason"], status["exit_code"])
         if self.config.task.remove:
@@ -341,6 +432,8 @@ class ContainerWorker:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass
+            except ENGINE_ERRORS as exc:
+                log.error("cannot remove container %s: %s", container.name, exc)
         self.outbox_drain()
         return EXIT_DONE
 

@@ -140,9 +140,15 @@ def test_ini_config_with_a_fixed_port(supervised, tmp_path):
     assert inspect.startswith(str(64 << 20))
     assert "GREETING=hello world" in inspect and f'"horizon.service":"{run.service}"' in inspect
 
-    second = supervised().start(["-m", "supervisor", str(ini)])  # same file: same task, and the port is taken
+    twin = supervised(run.service).start(["-m", "supervisor", str(ini)])  # same file: same task
+    assert twin.wait(10) == 1
+    assert "another supervisor" in twin.output() and len(twin.output().splitlines()) == 1
+    other = tmp_path / "other.ini"  # another task wanting the same port
+    other.write_text(ini.read_text())
+    second = supervised(run.service).start(["-m", "supervisor", str(other)])
     assert second.wait(10) == 2
-    assert f"port {port}" in second.output() and "Traceback" not in second.output()
+    assert f"port {port}" in second.output() and len(second.output().splitlines()) == 1
+    assert run.containers() == [run.record()["info"]["container_id"][:12]]
     os.kill(run.proc.pid, signal.SIGTERM)
     assert run.wait(20) == 0
 
