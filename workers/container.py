@@ -103,6 +103,7 @@ class ContainerWorker:
         self.started_at: Optional[str] = None
         self.start_error: Optional[str] = None
         self.engine_retry_at = 0.0
+        self.outage_seen = False  # the engine went away while this run of the container was watched
         task = config.task
         self.restarts = Restarts(Policy(
             max_tries=task.max_restarts, first_delay=task.restart_delay, max_delay=60.0, stable_after=task.restart_reset,
@@ -273,7 +274,7 @@ class ContainerWorker:
             if not self.wants_restart(status):
                 return self.finish(container, status)
             if self.restarts.died(time.monotonic()) is RestartState.FATAL:
-                status["reason"] = f"gave up after {self.restart_count} restarts: {status['reason']}"
+                status.update(state="failed", reason=f"gave up after {self.restart_count} restarts: {status['reason']}")
                 return self.finish(container, status)
             if not self.back_off(status):
                 return self.finish(container, final_status(container.attrs, stopped=True))
@@ -298,6 +299,7 @@ class ContainerWorker:
             return False
         container.reload()
         self.start_error = None
+        self.outage_seen = False
         self.mark_started(container)
         return container.status in LIVE
 
@@ -305,6 +307,8 @@ class ContainerWorker:
         status = final_status(container.attrs, stopped=False)
         if self.start_error:
             status.update(state="failed", reason=f"cannot start: {self.start_error}")
+        elif self.outage_seen and status["state"] != "exited":
+            status["reason"] += " while the Docker engine was unreachable (restarted?)"
         return status
 
     def wants_restart(self, status: Dict[str, Any]) -> bool:
@@ -352,6 +356,7 @@ class ContainerWorker:
                     except ENGINE_ERRORS as exc:
                         if outage_since is None:
                             outage_since = now
+                            self.outage_seen = True
                             log.warning("the Docker engine does not answer (%s); retrying", exc)
                         if now - outage_since > ENGINE_OUTAGE_LIMIT:
                             return self.vanished(f"the Docker engine did not answer for {ENGINE_OUTAGE_LIMIT:.0f} s")

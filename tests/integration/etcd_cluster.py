@@ -1,0 +1,91 @@
+"""Private etcd members on free loopback ports, for tests that freeze, kill or delay etcd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import uuid
+from typing import List, Optional
+
+from tests.conftest import http_get, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Member:
+    def __init__(self, name: str, data_dir: str) -> None:
+        self.name = name
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.data_dir = os.path.join(data_dir, name)
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def start(self, initial_cluster: str, token: str) -> None:
+        self.log = open(f"{self.data_dir}.log", "w")
+        self.proc = subprocess.Popen(
+            [
+                "etcd", "--name", self.name, "--data-dir", self.data_dir, "--enable-v2",
+                "--listen-client-urls", f"http://{self.address}", "--advertise-client-urls", f"http://{self.address}",
+                "--listen-peer-urls", self.peer_url(), "--initial-advertise-peer-urls", self.peer_url(),
+                "--initial-cluster", initial_cluster, "--initial-cluster-token", token,
+                "--initial-cluster-state", "new",
+            ],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def healthy(self) -> bool:
+        return http_get(f"http://{self.address}/health", timeout=1)[0] == 200
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+            self.log.close()
+
+
+class Cluster:
+    """``size`` etcd members; ``start()`` can be deferred (etcd down at the supervisor's start)."""
+
+    def __init__(self, size: int = 1) -> None:
+        self.dir = tempfile.mkdtemp(prefix="horizon-etcd-")
+        self.token = uuid.uuid4().hex[:8]
+        self.members: List[Member] = [Member(f"m{i}", self.dir) for i in range(size)]
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(m.address for m in self.members)
+
+    def start(self, timeout: float = 30) -> "Cluster":
+        initial = ",".join(f"{m.name}={m.peer_url()}" for m in self.members)
+        for member in self.members:
+            member.start(initial, self.token)
+        wait_for(lambda: all(m.healthy() for m in self.members), timeout, "the private etcd to be healthy", every=0.1)
+        return self
+
+    def url(self, member: int = 0) -> str:
+        return f"http://{self.members[member].address}"
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
