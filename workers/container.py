@@ -60,7 +60,8 @@ def engine_time(value: Optional[str]) -> Optional[str]:
     if not value or value.startswith("0001-"):
         return None
     head, _, rest = value.partition(".")
-    return f"{head}.{rest[:3].ljust(3, '0')}Z" if rest else value
+    digits = rest.rstrip("Z")  # Go's RFC 3339 drops trailing zeros: ".5Z" is half a second
+    return f"{head}.{digits[:3].ljust(3, '0')}Z" if rest else value
 
 
 def container_name(config: Config) -> str:
