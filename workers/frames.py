@@ -11,6 +11,9 @@ prefix: msgpack's own encoding delimits it)::
 ``kind``  one of ``KINDS`` below.
 ``body``  a map with string keys; its content depends on the kind.
 
+The keys come in this order, so every frame starts with the same bytes, ``MAGIC``; a reader that meets
+garbage skips to the next ``MAGIC``.
+
 Kinds and who sends them:
 
 ``metrics``   container -> parent -> publisher. The /metrics document of one sample. Coalescing:
@@ -27,7 +30,8 @@ Kinds and who sends them:
 ``finish``    parent -> publisher. ``{}``: write the final record, then exit.
 
 A frame larger than ``MAX_FRAME_BYTES`` encoded, or anything that is not a map of this shape, raises
-``ProtocolError``: the one error type for every malformed frame. Readers count and drop such frames.
+``ProtocolError``: the one error type for every malformed frame. Readers count and drop such frames
+and any garbage between frames.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ KINDS = frozenset(
 )
 # Kinds that may be replaced by a newer frame of the same kind while still unsent.
 COALESCING_KINDS = frozenset({"metrics"})
+# The bytes every frame starts with (``encode`` writes "v" and "kind" first): readers resynchronise on it.
+MAGIC = b"\x83" + msgpack.packb("v") + msgpack.packb(VERSION) + msgpack.packb("kind")
 
 
 class ProtocolError(ValueError):
@@ -91,28 +97,68 @@ def decode(data: bytes) -> Frame:
 
 
 class StreamDecoder:
-    """Turns a byte stream into frames; malformed frames are counted, never raised."""
+    """Turns a byte stream into frames; malformed frames and garbage are counted, never raised.
+
+    Every frame starts with ``MAGIC``, so after garbage the decoder skips to the next ``MAGIC`` and goes
+    on from there: garbage costs only the bytes it spans. (Dropping the whole buffer would lose good
+    frames read in the same chunk, and a garbage byte that opens a msgpack array would swallow the
+    frames after it.) A garbage run is counted once in ``malformed``, like each frame that is rejected.
+    """
 
     def __init__(self) -> None:
         self.malformed = 0
-        self._new_unpacker()
-
-    def _new_unpacker(self) -> None:
-        self._unpacker = msgpack.Unpacker(
-            raw=False, strict_map_key=True, max_buffer_size=2 * MAX_FRAME_BYTES
-        )
+        self._buffer = bytearray()
+        self._skipping = False
 
     def feed(self, data: bytes) -> List[Frame]:
+        self._buffer += data
         frames: List[Frame] = []
+        while self._resync() and self._decode_run(frames):
+            pass
+        return frames
+
+    def _skip(self, count: int) -> None:
+        if count:
+            del self._buffer[:count]
+            self.malformed += not self._skipping
+            self._skipping = True
+
+    def _resync(self) -> bool:
+        """Drop the bytes before the next MAGIC; True when the buffer now starts with one."""
+        start = self._buffer.find(MAGIC)
+        if start >= 0:
+            self._skip(start)
+            return True
+        # Keep a tail that may be the first bytes of a MAGIC still on its way.
+        keep = next((n for n in range(len(MAGIC) - 1, 0, -1) if self._buffer.endswith(MAGIC[:n])), 0)
+        self._skip(max(len(self._buffer) - keep, 0))
+        return False
+
+    def _decode_run(self, frames: List[Frame]) -> bool:
+        """Decode the frames at the start of the buffer; True when garbage follows, False when waiting for data."""
+        unpacker = msgpack.Unpacker(
+            raw=False, strict_map_key=True, max_buffer_size=max(len(self._buffer), 2 * MAX_FRAME_BYTES)
+        )
+        unpacker.feed(self._buffer)
+        end, waiting, broken = 0, False, False
         try:
-            self._unpacker.feed(data)
-            for obj in self._unpacker:
+            while self._buffer.startswith(MAGIC, end):
+                obj = unpacker.unpack()
+                start, end = end, unpacker.tell()
+                self._skipping = False
                 try:
+                    if end - start > MAX_FRAME_BYTES:
+                        raise ProtocolError(f"frame of {end - start} bytes exceeds {MAX_FRAME_BYTES}")
                     frames.append(validate(obj))
                 except ProtocolError:
                     self.malformed += 1
-        except (ValueError, msgpack.UnpackException, msgpack.BufferFull):
-            # Garbage bytes: the stream cannot be resynchronised inside the buffer, drop it.
-            self.malformed += 1
-            self._new_unpacker()
-        return frames
+        except msgpack.OutOfData:
+            waiting = len(self._buffer) - end <= MAX_FRAME_BYTES  # else no frame is that long: garbage
+            broken = not waiting
+        except (ValueError, TypeError, msgpack.UnpackException):
+            broken = True
+        del self._buffer[:end]
+        if broken:  # a MAGIC that opens no valid frame: look for the next one after it
+            self._skipping = False
+            self._skip(1)
+        return not waiting and bool(self._buffer)
