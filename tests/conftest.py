@@ -46,17 +46,17 @@ def http_get(url: str, timeout: float = 5.0) -> tuple:
         return None, None
 
 
-def etcd_get(key: str) -> Optional[Dict[str, Any]]:
-    """The v2 node at key (recursive), or None."""
-    status, body = http_get(f"{ETCD}/v2/keys{key}?recursive=true")
+def etcd_get(key: str, base: str = ETCD) -> Optional[Dict[str, Any]]:
+    """The v2 node at key (recursive), or None; ``base`` is the member asked (a private one in fault tests)."""
+    status, body = http_get(f"{base}/v2/keys{key}?recursive=true")
     return body["node"] if status == 200 else None
 
 
-def etcd_delete(key: str) -> None:
-    request = urllib.request.Request(f"{ETCD}/v2/keys{key}?recursive=true&dir=true", method="DELETE")
+def etcd_delete(key: str, base: str = ETCD) -> None:
+    request = urllib.request.Request(f"{base}/v2/keys{key}?recursive=true&dir=true", method="DELETE")
     try:
         urllib.request.urlopen(request, timeout=5).close()
-    except urllib.error.HTTPError:
+    except urllib.error.URLError:  # not there, or a private member already stopped
         pass
 
 
@@ -77,6 +77,7 @@ class Supervised:
         self.prefix = f"{NAMESPACE}/services/{service}"
         self.log_path = tmp_path / f"{service}-{uuid.uuid4().hex[:6]}.log"
         self.proc: Optional[subprocess.Popen] = None
+        self.etcd = ETCD  # the member record() reads; fault tests point it at a private one
 
     def start(self, argv: List[str]) -> "Supervised":
         self.log = open(self.log_path, "w")
@@ -99,7 +100,7 @@ class Supervised:
         return self.log_path.read_text()
 
     def task_dir(self) -> Optional[Dict[str, Any]]:
-        node = etcd_get(self.prefix)
+        node = etcd_get(self.prefix, self.etcd)
         tasks = node.get("nodes", []) if node else []
         return tasks[0] if tasks else None
 
@@ -137,7 +138,7 @@ class Supervised:
             self.log.close()
         for container in self.containers():
             docker("rm", "-f", container)
-        etcd_delete(self.prefix)
+        etcd_delete(self.prefix, self.etcd)
 
 
 @pytest.fixture

@@ -3,7 +3,11 @@
 It is the only process that talks to etcd, so a slow or dead etcd stalls nothing else. It works as
 a reconciler: frames from the parent update the wanted documents; the loop writes what changed,
 extends the record's TTL well before it lapses, re-creates the whole record when it was deleted or
-expired behind our back, and republishes everything after an outage. Metrics are coalesced: only
+expired behind our back, and republishes everything after an outage. Keys are created only by a
+full sync, right after their directory gets its TTL, and otherwise only updated: etcd v2 quietly
+re-creates a deleted directory, without a TTL, around any key written into it, so a plain write
+would leave a partial record that never expires, while a failed update says the record is gone and
+triggers the full sync. Metrics are coalesced: only
 the newest sample is ever written, every ``publish_every`` samples. Samples that could not be written
 during an outage are summarised (count and time span) in the status document, not replayed.
 
@@ -33,6 +37,7 @@ from workers.registry import EtcdV2Registry, Missing, Registry, Unavailable
 log = logging.getLogger("publisher")
 
 FINAL_STATES = frozenset({"exited", "failed", "stopped"})
+KEYS = ("info", "endpoint", "metrics", "status", "running")  # the order a full sync writes them in
 RETRY_MIN, RETRY_MAX = 0.2, 2.0
 
 
@@ -41,17 +46,29 @@ def dumps(document: Any) -> str:
 
 
 class Gap:
-    """Samples that could not be written while etcd was away."""
+    """Samples that could not be written while etcd was away.
+
+    Counted by sequence number, not by frames received: metrics frames queued for a stalled publisher
+    are coalesced on the way, and the ones dropped there were not written either."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.received = 0
+        self.first_seq: Optional[int] = None
+        self.last_seq: Optional[int] = None
         self.first: Optional[float] = None
         self.last: Optional[float] = None
 
-    def add(self, timestamp: float) -> None:
-        self.count += 1
-        self.first = timestamp if self.first is None else self.first
-        self.last = timestamp
+    def add(self, seq: Optional[int], timestamp: float) -> None:
+        self.received += 1
+        if self.first is None:
+            self.first_seq, self.first = seq, timestamp
+        self.last_seq, self.last = seq, timestamp
+
+    @property
+    def count(self) -> int:
+        if self.first_seq is None or self.last_seq is None:
+            return self.received
+        return max(self.received, self.last_seq - self.first_seq + 1)
 
     def summary(self) -> Dict[str, Any]:
         return {"samples": self.count, "from": self.first, "to": self.last}
@@ -70,6 +87,7 @@ class Publisher:
         self.documents: Dict[str, Any] = {"endpoint": endpoint}
         self.dirty: set = set()
         self.synced = False  # the whole record is known to be in etcd
+        self.written: set = set()  # keys the last full sync created: only these may be updated
         self.connected: Optional[bool] = None
         self.finishing = False
         self.finish_by = float("inf")
@@ -94,7 +112,7 @@ class Publisher:
             if self.samples_seen % self.config.metrics.publish_every == 1 or self.config.metrics.publish_every == 1:
                 self.dirty.add("metrics")
             if not self.synced and self.connected is False:
-                self.gap.add(body.get("timestamp", time.time()))
+                self.gap.add(body.get("seq"), body.get("timestamp", time.time()))
         elif kind == "status":
             self.documents["status"] = body
             self.dirty.update(("status", "running"))
@@ -120,21 +138,28 @@ class Publisher:
     def ttl(self) -> int:
         return self.config.etcd.keep_finished if self.final else self.config.etcd.ttl
 
+    def needs_sync(self) -> bool:
+        """A full sync is due: the first time, after an outage or a vanished record, or for a new key."""
+        return not self.synced or not self.dirty <= self.written
+
     def sync_all(self) -> None:
-        """Write the whole record: the first time, after an outage, or after it vanished."""
+        """Write the whole record: the directory with its TTL first, then every key we have."""
         self.registry.put_dir(self.prefix, self.ttl())
         if self.gap.count:
             self.last_gap = self.gap.summary()
-        for name in ("info", "endpoint", "metrics", "status", "running"):
+        self.written = set()
+        for name in KEYS:
             if name in self.documents or name == "running":
                 self.registry.put(f"{self.prefix}/{name}", self.render(name))
+                self.written.add(name)
         self.dirty.clear()
         self.synced = True
         self.gap = Gap()
 
     def write_dirty(self) -> None:
-        for name in sorted(self.dirty, key=("info", "metrics", "status", "running").index):
-            self.registry.put(f"{self.prefix}/{name}", self.render(name))
+        """Update what changed; Missing from any key means the record vanished (see the module doc)."""
+        for name in sorted(self.dirty, key=KEYS.index):
+            self.registry.update(f"{self.prefix}/{name}", self.render(name))
             self.dirty.discard(name)
         if self.final:
             # A finished record is kept for post-mortems, then expires.
@@ -144,10 +169,12 @@ class Publisher:
         try:
             if "info" not in self.documents:
                 self.registry.ping()  # nothing is written before the container exists
-            elif not self.synced:
+            elif self.needs_sync():
+                announce = not self.synced
                 self.sync_all()
                 self.next_refresh = now + self.ttl() / 3
-                log.info("task record written to etcd at %s%s", self.registry.describe(), self.prefix)
+                if announce:
+                    log.info("task record written to etcd at %s%s", self.registry.describe(), self.prefix)
             elif self.dirty:
                 self.write_dirty()
             if self.synced and now >= self.next_refresh and not self.final:

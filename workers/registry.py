@@ -33,7 +33,11 @@ class Registry(Protocol):
     def put_dir(self, path: str, ttl: int, refresh: bool = False) -> None:
         """Create the directory with a TTL, or set (refresh=False) or extend (refresh=True) its TTL."""
 
-    def put(self, key: str, value: str) -> None: ...
+    def put(self, key: str, value: str) -> None:
+        """Create or replace the key (etcd v2 silently creates missing parent directories, without a TTL)."""
+
+    def update(self, key: str, value: str) -> None:
+        """Replace the key's value; raise Missing if it is not there, and never create anything."""
 
     def get(self, key: str) -> str: ...
 
@@ -107,6 +111,9 @@ class EtcdV2Registry:
 
     def put(self, key: str, value: str) -> None:
         self._call("write", key, value)
+
+    def update(self, key: str, value: str) -> None:
+        self._call("write", key, value, prevExist=True)
 
     def get(self, key: str) -> str:
         return self._call("read", key).value

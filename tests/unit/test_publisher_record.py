@@ -1,0 +1,155 @@
+"""The publisher keeps the whole record in etcd: a record deleted or expired behind its back comes back
+complete and with its TTL, never as a partial directory that lives forever; an outage is summarised
+as ``last_gap``. The fake registry mimics etcd v2 where it matters: writing a key silently creates
+its missing directory without a TTL, and refreshing a TTL-less directory succeeds."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any, Dict, Optional
+
+import pytest
+
+from workers.publisher import Publisher
+from workers.registry import Missing, Unavailable
+
+PREFIX = "/ns/services/web/task-1"
+ENDPOINT = {"host": "127.0.0.1", "port": 8080, "url": "http://127.0.0.1:8080"}
+
+
+class FakeEtcd:
+    """Directories with an optional TTL and their keys, on a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.dirs: Dict[str, Optional[float]] = {}  # path -> expiry (None: no TTL)
+        self.keys: Dict[str, str] = {}
+        self.down = False
+
+    def expire(self) -> None:
+        for path, expiry in list(self.dirs.items()):
+            if expiry is not None and expiry <= self.now:
+                self.delete(path)
+
+    def delete(self, path: str) -> None:
+        self.dirs.pop(path, None)
+        for key in [k for k in self.keys if k.startswith(path + "/")]:
+            del self.keys[key]
+
+    def _check(self) -> None:
+        if self.down:
+            raise Unavailable("127.0.0.1:2379: timed out")
+        self.expire()
+
+    def put_dir(self, path: str, ttl: int, refresh: bool = False) -> None:
+        self._check()
+        if refresh and path not in self.dirs:
+            raise Missing(path)
+        self.dirs[path] = self.now + ttl
+
+    def put(self, key: str, value: str) -> None:
+        self._check()
+        self.dirs.setdefault(key.rsplit("/", 1)[0], None)  # etcd v2: an implicit directory, no TTL
+        self.keys[key] = value
+
+    def update(self, key: str, value: str) -> None:
+        self._check()
+        if key not in self.keys:
+            raise Missing(key)
+        self.keys[key] = value
+
+    def ping(self) -> None:
+        self._check()
+
+    def describe(self) -> str:
+        return "127.0.0.1:2379"
+
+    def record(self) -> Dict[str, Any]:
+        self.expire()
+        return {k.rsplit("/", 1)[1]: json.loads(v) for k, v in self.keys.items() if k.startswith(PREFIX + "/")}
+
+
+def make(etcd: FakeEtcd, publish_every: int = 1) -> Publisher:
+    config = SimpleNamespace(
+        task_prefix=PREFIX,
+        etcd=SimpleNamespace(ttl=15, keep_finished=600, timeout=2.0, hosts=[("127.0.0.1", 2379)]),
+        metrics=SimpleNamespace(publish_every=publish_every),
+    )
+    return Publisher(config, etcd, ENDPOINT, inbox=None, outbox=None, watch=None, clock=lambda: etcd.now)
+
+
+def sample(seq: int) -> Dict[str, Any]:
+    return {"seq": seq, "timestamp": 1000.0 + seq, "container": {}}
+
+
+@pytest.fixture
+def running():
+    """A publisher whose running task's full record is in the fake etcd."""
+    etcd = FakeEtcd()
+    publisher = make(etcd)
+    publisher.take("info", {"task": "task-1"})
+    publisher.take("status", {"state": "running"})
+    publisher.take("metrics", sample(1))
+    publisher.publish(etcd.now)
+    assert set(etcd.record()) == {"info", "endpoint", "metrics", "status", "running"}
+    return etcd, publisher
+
+
+def step(etcd: FakeEtcd, publisher: Publisher, dt: float = 1.0) -> None:
+    """Let time pass, then run the publisher's loop body until it rests (a Missing retries at once)."""
+    etcd.now += dt
+    for _ in range(3):
+        if etcd.now >= publisher.retry_at:
+            publisher.publish(etcd.now)
+
+
+@pytest.mark.parametrize("how", ["deleted", "expired"])
+def test_a_vanished_record_comes_back_whole_with_its_ttl(running, how):
+    etcd, publisher = running
+    if how == "deleted":
+        etcd.delete(PREFIX)
+    else:
+        etcd.now += 16  # the TTL lapsed while the publisher was stalled
+    publisher.take("metrics", sample(2))
+    step(etcd, publisher)
+    record = etcd.record()
+    assert set(record) == {"info", "endpoint", "metrics", "status", "running"}
+    assert record["metrics"]["seq"] == 2 and record["running"] is True
+    assert etcd.dirs[PREFIX] is not None  # never a TTL-less directory that outlives the supervisor
+
+
+def test_a_vanished_record_is_noticed_by_the_refresh_when_nothing_changes(running):
+    etcd, publisher = running
+    etcd.delete(PREFIX)
+    step(etcd, publisher, 6)  # past ttl/3: the refresh finds the directory gone
+    assert set(etcd.record()) == {"info", "endpoint", "metrics", "status", "running"}
+
+
+def test_keys_are_created_only_with_their_directory():
+    etcd = FakeEtcd()
+    publisher = make(etcd)
+    publisher.take("info", {"task": "task-1"})
+    publisher.take("status", {"state": "running"})
+    publisher.publish(etcd.now)
+    assert set(etcd.record()) == {"info", "endpoint", "status", "running"}
+    etcd.delete(PREFIX)  # gone just before the first sample arrives
+    publisher.take("metrics", sample(1))
+    step(etcd, publisher)
+    assert set(etcd.record()) == {"info", "endpoint", "metrics", "status", "running"}
+    assert etcd.dirs[PREFIX] is not None
+
+
+def test_an_outage_is_summarised_by_sequence_number_and_then_everything_is_written(running):
+    etcd, publisher = running
+    etcd.down = True
+    publisher.take("metrics", sample(2))
+    step(etcd, publisher)
+    assert publisher.connected is False
+    for seq in (3, 4, 9, 10):  # 5..8 were coalesced away on the way to a stalled publisher
+        publisher.take("metrics", sample(seq))
+    etcd.down = False
+    step(etcd, publisher, 3)
+    status = etcd.record()["status"]
+    assert status["last_gap"] == {"samples": 8, "from": 1003.0, "to": 1010.0}
+    assert etcd.record()["metrics"]["seq"] == 10 and publisher.connected is True
