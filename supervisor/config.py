@@ -18,6 +18,7 @@ import re
 import shlex
 import signal
 import socket
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -31,6 +32,13 @@ NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SIZE_RE = re.compile(r"^(\d+)\s*([bkmg]?)i?b?$", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?$")
+# Docker's reference grammar: [domain[:port]/]path[/path...][:tag][@digest], paths in lowercase.
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d+)?"
+IMAGE_RE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::\w[\w.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
+)
 MIN_MEMORY = 6 << 20  # the engine refuses less
 
 
@@ -41,34 +49,31 @@ class ConfigError(Exception):
 # -- converters: str -> value, raising ValueError with what is allowed -------------------------------
 
 
-def text(value: str) -> str:
-    if not value:
-        raise ValueError("must not be empty")
-    return value
-
-
 def integer(low: int, high: Optional[int] = None) -> Converter:
+    allowed = f"use a whole number {f'from {low} to {high}' if high is not None else f'of at least {low}'}"
+
     def convert(value: str) -> int:
         try:
             number = int(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not a whole number") from None
+            raise ValueError(f"{value!r} is not a whole number: {allowed}") from None
         if number < low or (high is not None and number > high):
-            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise ValueError(f"{number} is out of range: use a whole number {span}")
+            raise ValueError(f"{number} is out of range: {allowed}")
         return number
 
     return convert
 
 
 def number(low: float) -> Converter:
+    allowed = f"use a number of at least {low}"
+
     def convert(value: str) -> float:
         try:
             result = float(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
+            raise ValueError(f"{value!r} is not a number: {allowed}") from None
         if not result >= low or result == float("inf"):
-            raise ValueError(f"{value} is out of range: use a number of at least {low}")
+            raise ValueError(f"{value} is out of range: {allowed}")
         return result
 
     return convert
@@ -91,12 +96,18 @@ def size(value: str) -> int:
     return result
 
 
+def image(value: str) -> str:
+    if not IMAGE_RE.match(value):
+        raise ValueError(f"{value!r} is not an image reference: use [registry/]name[:tag] with a lowercase name, e.g. ubuntu:22.04")
+    return value
+
+
 def command(value: str) -> Tuple[str, ...]:
     try:
         argv = shlex.split(value)
     except ValueError as exc:
         raise ValueError(f"cannot split {value!r} into arguments ({exc}): check the quotes") from None
-    if not argv:
+    if not argv or not argv[0]:
         raise ValueError("must not be empty: give the command to run in the container")
     return tuple(argv)
 
@@ -151,7 +162,7 @@ def stop_signal(value: str) -> str:
         try:
             return signal.Signals(int(name)).name
         except ValueError:
-            raise ValueError(f"{value} is not a signal number") from None
+            raise ValueError(f"{value} is not a signal number: use a name such as SIGTERM or SIGINT") from None
     if not name.startswith("SIG"):
         name = "SIG" + name
     if name not in signal.Signals.__members__:
@@ -166,8 +177,8 @@ def host_port(value: str, default_port: int = 2379) -> Tuple[str, int]:
         host, port = match.group(1), match.group(2) or port
     elif value.count(":") == 1:
         host, port = value.split(":")
-    if not host or not re.match(r"^[A-Za-z0-9_.:-]+$", host):
-        raise ValueError(f"{value!r} is not host:port")
+    if not is_address(host):
+        raise ValueError(f"{value!r} is not host:port: use a host name or IP address and a port, e.g. 10.0.0.5:2379")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{value!r} has no valid port: use host:port with a port from 1 to 65535")
     return host, int(port)
@@ -197,25 +208,45 @@ def choice(*allowed: str) -> Converter:
 
 
 def readable_file(value: str) -> str:
-    if not os.access(value, os.R_OK):
-        raise ValueError(f"cannot read the file {value!r}")
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read the file {value!r} ({exc.strerror}): give the path of a readable file") from None
     return value
 
 
-def bind_host(value: str) -> str:
-    if not value:
-        raise ValueError("must not be empty: use 127.0.0.1, an address of this host, or 0.0.0.0")
+def is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(HOSTNAME_RE.match(value))
+
+
+def address(value: str) -> str:
+    if not is_address(value):
+        raise ValueError(f"{value!r} is not a host name or IP address: use e.g. 127.0.0.1, 0.0.0.0 or a host name")
     return value
 
 
-def option(convert: Converter, default: Any = dataclasses.MISSING, doc: str = "", empty: Any = "") -> Any:
+def username(value: str) -> str:
+    if ":" in value or not value.isprintable():
+        raise ValueError(f"{value!r} is not a user name: use printable characters other than ':'")
+    return value
+
+
+def option(
+    convert: Converter, default: Any = dataclasses.MISSING, doc: str = "", empty: Any = "", secret: bool = False
+) -> Any:
     """A config key: its converter, its default (a raw string, converted like user input) and its doc.
 
     An optional key (default "") left empty takes ``empty`` instead of going through the converter.
+    A ``secret`` is left out of the Config's repr, so no log line or traceback can show it.
     """
     required = default is dataclasses.MISSING
     meta = {"convert": convert, "default": None if required else default, "doc": doc, "empty": empty}
-    return field(metadata=meta)
+    return field(metadata=meta, repr=not secret)
 
 
 # -- sections ----------------------------------------------------------------------------------------
@@ -223,7 +254,7 @@ def option(convert: Converter, default: Any = dataclasses.MISSING, doc: str = ""
 
 @dataclass(frozen=True)
 class TaskSection:
-    image: str = option(text, doc="Docker image to run")
+    image: str = option(image, doc="Docker image to run")
     command: Tuple[str, ...] = option(command, doc="the command, split like a shell would; no shell is added")
     service: str = option(service_name, "", doc="service directory in etcd (default: the image's repository name)")
     name: str = option(task_name, "", doc="task id (default: task-<12 hex>, stable for one config file)")
@@ -252,8 +283,8 @@ class EtcdSection:
     ca_cert: Optional[str] = option(readable_file, "", doc="CA bundle to verify etcd's certificate", empty=None)
     cert: Optional[str] = option(readable_file, "", doc="client certificate (PEM)", empty=None)
     key: Optional[str] = option(readable_file, "", doc="client certificate's key (PEM)", empty=None)
-    username: str = option(str, "", doc="etcd user")
-    password: str = option(str, "", doc="etcd password (prefer password_file)")
+    username: str = option(username, "", doc="etcd user")
+    password: str = option(str, "", doc="etcd password (prefer password_file)", secret=True)
     password_file: Optional[str] = option(readable_file, "", doc="file holding the etcd password", empty=None)
 
 
@@ -265,9 +296,9 @@ class MetricsSection:
 
 @dataclass(frozen=True)
 class EndpointSection:
-    host: str = option(bind_host, "127.0.0.1", doc="address the endpoint binds")
+    host: str = option(address, "127.0.0.1", doc="address the endpoint binds")
     port: int = option(integer(0, 65535), "0", doc="port (0: any free port)")
-    advertise: str = option(str, "", doc="address published in etcd (default: host)")
+    advertise: str = option(address, "", doc="address published in etcd (default: host)")
 
 
 SECTIONS = {"task": TaskSection, "etcd": EtcdSection, "metrics": MetricsSection, "endpoint": EndpointSection}
@@ -288,10 +319,7 @@ class Config:
 
     @property
     def etcd_password(self) -> str:
-        if self.etcd.password_file:
-            with open(self.etcd.password_file, encoding="utf-8") as handle:
-                return handle.read().strip()
-        return self.etcd.password
+        return read_password(self.etcd.password_file) if self.etcd.password_file else self.etcd.password
 
 
 # -- building ----------------------------------------------------------------------------------------
@@ -343,14 +371,7 @@ def build(values: Mapping[str, Mapping[str, str]], where: Where, source: str, ta
         task["name"] = f"task-{digest[:12]}"
     if not endpoint["advertise"]:
         endpoint["advertise"] = socket.getfqdn() if is_wildcard(endpoint["host"]) else endpoint["host"]
-    if etcd_["password"] and etcd_["password_file"]:
-        raise ConfigError(f"{where('etcd', 'password')}: give password or password_file, not both")
-    if etcd_["username"] and not (etcd_["password"] or etcd_["password_file"]):
-        raise ConfigError(f"{where('etcd', 'username')}: needs password_file (or password) as well")
-    if (etcd_["cert"] or etcd_["ca_cert"]) and etcd_["protocol"] != "https":
-        raise ConfigError(f"{where('etcd', 'protocol')}: certificates need protocol = https")
-    if bool(etcd_["cert"]) != bool(etcd_["key"]):
-        raise ConfigError(f"{where('etcd', 'cert')}: cert and key go together")
+    check_etcd_security(etcd_, where)
     return Config(
         task=TaskSection(**task),
         etcd=EtcdSection(**etcd_),
@@ -358,6 +379,41 @@ def build(values: Mapping[str, Mapping[str, str]], where: Where, source: str, ta
         endpoint=EndpointSection(**endpoint),
         source=source,
     )
+
+
+def check_etcd_security(etcd_: Dict[str, Any], where: Where) -> None:
+    """Credentials and certificates that cannot work are mistakes now, not etcd errors later."""
+    if etcd_["password"] and etcd_["password_file"]:
+        raise ConfigError(f"{where('etcd', 'password')}: give password or password_file, not both")
+    if etcd_["username"] and not (etcd_["password"] or etcd_["password_file"]):
+        raise ConfigError(f"{where('etcd', 'username')}: needs password_file (or password) as well")
+    if (etcd_["password"] or etcd_["password_file"]) and not etcd_["username"]:
+        raise ConfigError(f"{where('etcd', 'username')}: a password needs a username as well (e.g. root)")
+    if etcd_["password_file"]:
+        try:
+            empty = not read_password(etcd_["password_file"])
+        except (OSError, UnicodeDecodeError):
+            empty = True
+        if empty:
+            raise ConfigError(f"{where('etcd', 'password_file')}: holds no UTF-8 password: write the password in it")
+    if (etcd_["cert"] or etcd_["ca_cert"]) and etcd_["protocol"] != "https":
+        raise ConfigError(f"{where('etcd', 'protocol')}: certificates need protocol = https")
+    if bool(etcd_["cert"]) != bool(etcd_["key"]):
+        missing = "key" if etcd_["cert"] else "cert"
+        raise ConfigError(f"{where('etcd', missing)}: cert and key go together: give {missing} as well")
+    context = ssl.create_default_context()
+    for name, load_pem in (("ca_cert", context.load_verify_locations), ("cert", context.load_cert_chain)):
+        try:
+            if etcd_[name]:
+                load_pem(etcd_[name], *((etcd_["key"],) if name == "cert" else ()))
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"{where('etcd', name)}: not a usable PEM file ({exc.__class__.__name__}): "
+                              f"give a PEM {'CA bundle' if name == 'ca_cert' else 'certificate that matches key'}") from None
+
+
+def read_password(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
 
 
 def load(path: str) -> Config:
@@ -369,11 +425,12 @@ def load(path: str) -> Config:
             parser.read_file(handle, source=path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; give the path of a task .ini file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); give the path of a readable task .ini file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8") from None
     except configparser.Error as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not a valid ini file: {first}") from None
+        raise ConfigError(f"{path}: {ini_mistake(exc)}") from None
 
     values: Dict[str, Dict[str, str]] = {}
     for section in parser.sections():
@@ -387,6 +444,19 @@ def load(path: str) -> Config:
     if "task" not in values:
         raise ConfigError(f"{path}: no [task] section; it needs at least image and command")
     return build(values, lambda s, k: f"{path}: [{s}] {k}", path, os.path.realpath(path))
+
+
+def ini_mistake(exc: configparser.Error) -> str:
+    """What is wrong with the file's ini syntax, on one line, with the fix."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno}: {exc.line.strip()!r} comes before any [section] header; start the file with [task]"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"[{exc.section}] {exc.option}: given twice (line {exc.lineno}); keep one"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"[{exc.section}]: the section appears twice (line {exc.lineno}); merge them into one"
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        return f"line {exc.errors[0][0]} is neither 'key = value' nor a [section] header"
+    return "not a valid ini file: " + str(exc).splitlines()[0]
 
 
 def is_wildcard(host: str) -> bool:
