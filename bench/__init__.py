@@ -1,1 +1,1 @@
-"""horizon's benchmark suite: ``.venv/bin/python -m bench.run [--smoke] [--only NAME,...]``."""
+"""horizon's benchmark suite: ``.venv/bin/python -m bench [--smoke] [--only NAME,...]`` (see bench/run.py)."""

@@ -46,7 +46,7 @@ def summary(samples, interval: float) -> Tuple[float, float, int, int]:
 
 
 def run(smoke: bool) -> List[Row]:
-    idle_s, freeze_s, wrk_s = (4, 3, 4) if smoke else (30, 30, 20)
+    idle_s, freeze_s, wrk_s = (2, 2, 2) if smoke else (30, 30, 20)
     rows: List[Row] = []
     etcd = PrivateEtcd().start()
     sups: List[Supervisor] = []

@@ -1,7 +1,7 @@
 """What every benchmark shares: result rows, supervisors started like a user would, a private etcd that
 can be frozen, wrk, a fast /metrics poller, percentiles, and cleanup that always runs.
 
-Nothing here asserts timings: benchmarks print figures, run.py turns them into one table.
+Nothing here asserts timings: benchmarks return rows of figures, run.py turns them into one table.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import psutil
 
+from workers.cgroups import CgroupFiles, NetDev
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 IMAGE = "horizon-busybox:latest"
 ETCD = "127.0.0.1:2379"
 NAMESPACE = "/horizon-bench"
-PRIVATE_CLIENT, PRIVATE_PEER = 23790, 23800
 TEN_PROCESSES = "sh -c 'for i in 1 2 3 4 5 6 7 8 9; do sleep 100000 & done; wait'"
 LOG_DIR = Path(tempfile.gettempdir()) / "horizon-bench-logs"
 RUN_ID = uuid.uuid4().hex[:6]
@@ -142,12 +143,13 @@ class PrivateEtcd:
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="horizon-bench-etcd-")
-        self.host = f"127.0.0.1:{PRIVATE_CLIENT}"
+        self.client_port, self.peer_port = free_port(), free_port()
+        self.host = f"127.0.0.1:{self.client_port}"
         self.proc: Optional[subprocess.Popen] = None
         self.frozen = False
 
     def start(self) -> "PrivateEtcd":
-        client, peer = f"http://127.0.0.1:{PRIVATE_CLIENT}", f"http://127.0.0.1:{PRIVATE_PEER}"
+        client, peer = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{self.peer_port}"
         self.log = open(os.path.join(self.dir, "etcd.log"), "w")
         self.proc = subprocess.Popen(
             ["etcd", "--name", "bench", "--data-dir", os.path.join(self.dir, "data"), "--enable-v2",
@@ -290,11 +292,10 @@ def stop_all(supervisors: Sequence[Supervisor], etcd_hosts: Sequence[str] = (ETC
 
 
 def remove_containers(services: Optional[Sequence[str]] = None) -> None:
+    """Remove the containers of these bench services, or (None) every container a benchmark left."""
     try:
         if services is None:
-            ids = sh("docker", "ps", "-aq", "--filter", "label=horizon.service").split()
-            ids = [i for i in ids if sh("docker", "inspect", "-f", '{{index .Config.Labels "horizon.service"}}', i,
-                                       check=False).startswith("bench-")]
+            ids = sh("docker", "ps", "-aq", "--filter", "name=^/bench-").split()
         else:
             ids = []
             for service in services:
@@ -472,3 +473,27 @@ def pss_bytes(procs: Sequence[psutil.Process]) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
             pass
     return total
+
+
+class Floor:
+    """The least a sampler must do: re-read the same cgroup and /proc files (stat, status, cmdline of
+    each process) with ``os.pread`` on kept-open descriptors, parsing nothing."""
+
+    def __init__(self, pid: int) -> None:
+        self._cgroup = CgroupFiles(pid)
+        self._net = NetDev(pid)
+        self.procs = self._cgroup.read().procs
+        self._own = [os.open(f"/proc/{p}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                     for p in self.procs for name in ("stat", "status", "cmdline")]
+        self.fds = [*self._cgroup.fds(), *self._net.fds(), *self._own]
+
+    def read(self) -> None:
+        pread = os.pread
+        for fd in self.fds:
+            pread(fd, 65536, 0)
+
+    def close(self) -> None:
+        for fd in self._own:
+            os.close(fd)
+        self._cgroup.close()
+        self._net.close()

@@ -175,6 +175,10 @@ class CgroupFiles:
             procs=tuple(int(pid) for pid in _pread(self._fds["procs"]).split()),
         )
 
+    def fds(self) -> Tuple[int, ...]:
+        """The kept-open descriptors (for measuring what reading them costs)."""
+        return tuple(self._fds.values())
+
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
@@ -193,6 +197,9 @@ class NetDev:
         if self._fd is None:
             return None, None
         return parse_net_dev(_pread(self._fd))
+
+    def fds(self) -> Tuple[int, ...]:
+        return () if self._fd is None else (self._fd,)
 
     def close(self) -> None:
         if self._fd is not None:

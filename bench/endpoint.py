@@ -1,0 +1,89 @@
+"""Endpoint throughput: ``wrk -t2 -c50`` on /metrics against a bare Tornado handler serving a
+pre-encoded body of the same size, in the same run; and again while the supervisor's etcd is frozen.
+The bare handler is measured before and after ours, and its mean is the baseline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import urllib.request
+from typing import List
+
+from bench.common import (PYTHON, ROOT, PrivateEtcd, Row, Supervisor, free_port, log, ms, ratio, stop_all, wait_for,
+                          wrk)
+
+NAME = "endpoint"
+P99_LIMIT = 0.015
+
+
+def body_of(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read()
+
+
+def bare_server(body: bytes, port: int) -> subprocess.Popen:
+    handle, path = tempfile.mkstemp(prefix="horizon-bench-body-")
+    with os.fdopen(handle, "wb") as out:
+        out.write(body)
+    proc = subprocess.Popen([PYTHON, "-m", "bench.bare_endpoint", str(port), path], cwd=ROOT)
+    proc.body_file = path  # type: ignore[attr-defined]
+    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), 20, "the bare handler")
+    return proc
+
+
+def _answers(url: str) -> bool:
+    try:
+        return len(body_of(url)) > 0
+    except OSError:
+        return False
+
+
+def run(smoke: bool) -> List[Row]:
+    seconds = 1 if smoke else 10
+    etcd = PrivateEtcd().start()
+    sup = Supervisor("endpoint", etcd=etcd.host)
+    bare = None
+    try:
+        sup.start().wait_serving()
+        body = body_of(sup.url + "/metrics")
+        port = free_port()
+        bare = bare_server(body, port)
+        bare_url = f"http://127.0.0.1:{port}/metrics"
+        before = wrk(bare_url, seconds)
+        ours = wrk(sup.url + "/metrics", seconds)
+        etcd.freeze()
+        try:
+            frozen = wrk(sup.url + "/metrics", seconds)
+        finally:
+            etcd.thaw()
+        after = wrk(bare_url, seconds)
+    finally:
+        if bare is not None:
+            bare.kill()
+            bare.wait(10)
+            os.unlink(bare.body_file)
+        stop_all([sup], [etcd.host])
+        etcd.stop()
+    base_rps = (before.rps + after.rps) / 2
+    base_p99 = (before.p99 + after.p99) / 2
+    log(f"endpoint: ours {ours.rps:.0f} req/s p99 {ms(ours.p99)}; frozen {frozen.rps:.0f} p99 {ms(frozen.p99)}; "
+        f"bare {before.rps:.0f}/{after.rps:.0f} req/s")
+    note = f"{len(body)}-byte body, {seconds} s per wrk run"
+    bare_note = f"bare runs: {before.rps:.0f} and {after.rps:.0f} req/s"
+
+    def errors(result) -> str:
+        return f"; errors: {result.errors}" if result.errors else ""
+
+    return [
+        Row("/metrics req/s, wrk -t2 -c50", f"{ours.rps:.0f} req/s", f"{base_rps:.0f} req/s (bare handler)",
+            ratio(ours.rps, base_rps, "{:.0%}"), "≥ 90% of bare", ours.rps >= 0.9 * base_rps,
+            f"{note}; {bare_note}{errors(ours)}"),
+        Row("/metrics p99 latency", ms(ours.p99), ms(base_p99) + " (bare handler)", ratio(ours.p99, base_p99),
+            f"< {ms(P99_LIMIT)}", ours.p99 < P99_LIMIT, f"p50 {ms(ours.p50)}"),
+        Row("/metrics req/s, etcd SIGSTOPped", f"{frozen.rps:.0f} req/s", f"{base_rps:.0f} req/s (bare handler)",
+            ratio(frozen.rps, base_rps, "{:.0%}"), "≥ 90% of bare (unchanged)", frozen.rps >= 0.9 * base_rps,
+            f"healthy-etcd run: {ours.rps:.0f} req/s{errors(frozen)}"),
+        Row("/metrics p99 latency, etcd SIGSTOPped", ms(frozen.p99), ms(ours.p99) + " (healthy etcd)",
+            ratio(frozen.p99, ours.p99), f"< {ms(P99_LIMIT)}", frozen.p99 < P99_LIMIT, f"p50 {ms(frozen.p50)}"),
+    ]

@@ -1,0 +1,51 @@
+"""The benchmarks keep working: ``python -m bench --smoke`` runs every one against the real engine and
+etcd and prints a row for each figure. Timings are never asserted: a missed target is a finding for
+bench/RESULTS.md, not a test failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.common import NAMESPACE
+from bench.run import BENCHMARKS, RESULTS
+from tests.conftest import ROOT, docker, etcd_get
+
+# Rows every smoke run prints, by benchmark: (benchmark, the start of the row's "what").
+EXPECTED = [
+    ("sample_cost", "sample cost vs SDK"), ("sample_cost", "sample cost vs `docker stats"),
+    ("sample_cost", "sample cost vs floor"),
+    *[("cadence", f"cadence {i} s, {what}") for i in ("1", "0.1") for what in ("idle", "etcd SIGSTOPped", "wrk")],
+    ("endpoint", "/metrics req/s, wrk"), ("endpoint", "/metrics p99 latency"),
+    ("endpoint", "/metrics req/s, etcd SIGSTOPped"), ("endpoint", "/metrics p99 latency, etcd SIGSTOPped"),
+    ("freshness", "sample → served at /metrics"), ("freshness", "sample → readable in etcd"),
+    ("footprint", "RSS, parent + workers"), ("footprint", "RSS growth"), ("footprint", "CPU, parent + workers"),
+    ("start", "command → running in etcd"),
+    *[("scale", f"N={n}: {what}") for n in (1, 3) for what in ("CPU per task", "RSS per task", "cadence p99")],
+]
+
+
+@pytest.mark.slow
+def test_smoke_mode_runs_every_benchmark_and_prints_every_row(services: None, tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS.md"
+    before = RESULTS.read_bytes() if RESULTS.exists() else None
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--output", str(output)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    table = [line.split(None, 1) for line in lines if line.split(None, 1) and line.split()[0] in BENCHMARKS]
+    for name, what in EXPECTED:
+        assert any(row[0] == name and row[1].startswith(what) for row in table), f"no row {name}: {what}\n{done.stdout}"
+    assert not [row for row in table if row[1].startswith("ERROR")]
+    assert f"{len(EXPECTED)} rows" in lines[-2] and "0 failed" in lines[-2]
+    written = output.read_text(encoding="utf-8")
+    assert "## Machine" in written and all(what in written for _, what in EXPECTED)
+    assert (RESULTS.read_bytes() if RESULTS.exists() else None) == before  # the real results are left alone
+    # nothing left behind: containers, keys, supervisors
+    assert not docker("ps", "-aq", "--filter", "name=^/bench-").split()
+    assert etcd_get(NAMESPACE) is None
+    assert not [p for p in psutil.process_iter(["cmdline"]) if NAMESPACE in " ".join(p.info["cmdline"] or ())]
