@@ -9,6 +9,12 @@ exist, and none of them changes anything.
     GET /status   {"state","running","exit_code","started_at","uptime_s", ...}
     GET /info     {"info": {...}, "endpoint": {...}}
     GET /health   200 while the task runs and its sample is fresh, else 503
+
+Every answer the handlers give is JSON, errors as ``{"error", "status"}``: 404 for another path, 405
+(with Allow) for another method, 431 for headers over ``MAX_HEADER_BYTES``. Two cases never reach a
+handler: a request Tornado cannot parse gets its bare ``400 Bad Request``, and a header block that
+runs past ``HARD_HEADER_BYTES`` is dropped with the connection, unread, so no client can make the
+worker buffer more than that.
 """
 
 from __future__ import annotations
@@ -30,6 +36,12 @@ from workers.process import ParentWatch, become_worker
 
 log = logging.getLogger("endpoint")
 
+MAX_HEADER_BYTES = 16 * 1024  # larger header blocks are answered 431
+HARD_HEADER_BYTES = 64 * 1024  # beyond this, Tornado drops the connection without reading on
+SERVER_OPTIONS: Dict[str, Any] = {
+    "max_header_size": HARD_HEADER_BYTES, "max_body_size": 64 * 1024,
+    "idle_connection_timeout": 60, "body_timeout": 10,  # the idle timeout also bounds a stalled header
+}
 STALE_INTERVALS = 3  # a sample older than this many intervals (and at least 2 s) is not fresh
 PARENT_CHECK_MS = 500
 
@@ -76,6 +88,14 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.clear_header("Server")
+
+    def prepare(self) -> None:
+        size = len(self.request.uri or "") + sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
+        if size > MAX_HEADER_BYTES:
+            raise tornado.web.HTTPError(431, reason="Request Header Fields Too Large")
+
+    def compute_etag(self) -> Optional[str]:
+        return None  # documents change every sample: a 304 would only be a response without JSON
 
     def send(self, body: bytes, status: int = 200) -> None:
         self.set_status(status)
@@ -136,6 +156,7 @@ class HealthHandler(JsonHandler):
 
 class NotFoundHandler(JsonHandler):
     def prepare(self) -> None:
+        super().prepare()
         raise tornado.web.HTTPError(404)
 
 
@@ -160,11 +181,10 @@ def run(latest: Latest, sockets: List[socket.socket], endpoint: Dict[str, Any], 
     """
     watch: ParentWatch = become_worker("endpoint", log_level, parent_fds)
     inbox = Inbox(inbox_fd)
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    server = tornado.httpserver.HTTPServer(
-        make_app(latest, endpoint, interval), max_header_size=16 * 1024, max_body_size=64 * 1024,
-        idle_connection_timeout=60, body_timeout=10,
-    )
+    # A client's bad request is the client's business: log only our own failures (5xx).
+    logging.getLogger("tornado.access").setLevel(logging.ERROR)
+    logging.getLogger("tornado.general").setLevel(max(log_level, logging.WARNING))
+    server = tornado.httpserver.HTTPServer(make_app(latest, endpoint, interval), **SERVER_OPTIONS)
     server.add_sockets(sockets)
     loop = tornado.ioloop.IOLoop.current()
 
