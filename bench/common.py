@@ -483,8 +483,9 @@ class Floor:
         self._cgroup = CgroupFiles(pid)
         self._net = NetDev(pid)
         self.procs = self._cgroup.read().procs
-        self._own = [os.open(f"/proc/{p}/{name}", os.O_RDONLY | os.O_CLOEXEC)
-                     for p in self.procs for name in ("stat", "status", "cmdline")]
+        paths = [self._cgroup.procs_path]
+        paths += [f"/proc/{p}/{name}" for p in self.procs for name in ("stat", "status", "cmdline")]
+        self._own = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in paths]
         self.fds = [*self._cgroup.fds(), *self._net.fds(), *self._own]
 
     def read(self) -> None:

@@ -1,7 +1,10 @@
 """A container's kernel counters, read straight from its cgroup and /proc files.
 
 The engine's own stats call waits for its next once-a-second collection (1-2 s a call); these files
-answer in microseconds. Each file is opened once and re-read with ``os.pread`` on the kept descriptor.
+answer in microseconds. Each file is opened once and re-read with ``os.pread`` on the kept descriptor,
+except ``cgroup.procs``: on cgroup v1 a kept descriptor keeps serving the pid list loaded at its first
+read for as long as it is re-read within a second (the kernel caches the list per open file and drops
+it only after 1 s unused), so new processes would never show; it is opened afresh each time (~10 µs).
 Paths come from ``/proc/<pid>/cgroup`` of the container's first process and this host's mount table,
 so cgroup v1 (cgroupfs or systemd driver) and v2 both work. Once the container's cgroup is removed,
 ``read()`` raises ``OSError``.
@@ -28,7 +31,8 @@ class Counters:
     procs: Tuple[int, ...]
 
 
-def _pread(fd: int) -> bytes:
+def pread_all(fd: int) -> bytes:
+    """The whole file behind a kept descriptor, read from offset 0."""
     data = os.pread(fd, _CHUNK, 0)
     if len(data) < _CHUNK:
         return data
@@ -42,11 +46,18 @@ def _pread(fd: int) -> bytes:
 
 
 def _stat_value(text: bytes, key: bytes) -> int:
-    for line in text.splitlines():
-        name, _, value = line.partition(b" ")
-        if name == key:
-            return int(value)
-    return 0
+    """The value of ``key`` in a flat-keyed file (memory.stat, cpu.stat); 0 when absent. A find, not a
+    loop over lines: memory.stat has ~40 of them and this runs every sample."""
+    key += b" "
+    if text.startswith(key):
+        start = len(key)
+    else:
+        at = text.find(b"\n" + key)
+        if at < 0:
+            return 0
+        start = at + 1 + len(key)
+    end = text.find(b"\n", start)
+    return int(text[start:end] if end >= 0 else text[start:])
 
 
 def _mounts(proc: str) -> Tuple[Dict[str, Tuple[str, str]], Optional[Tuple[str, str]]]:
@@ -78,6 +89,7 @@ class CgroupFiles:
 
     def __init__(self, pid: int, proc: str = "/proc") -> None:
         self._fds: Dict[str, int] = {}
+        self.procs_path = ""  # cgroup.procs: read by path, see the module's docstring
         v1_mounts, v2_mount = _mounts(proc)
         v1_paths: Dict[str, str] = {}
         v2_path = None
@@ -101,6 +113,10 @@ class CgroupFiles:
             raise
 
     def _open(self, name: str, path: str, required: bool = True) -> None:
+        if name == "procs":
+            os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))  # it exists (a missing cgroup fails here)
+            self.procs_path = path
+            return
         try:
             self._fds[name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -130,13 +146,13 @@ class CgroupFiles:
             self._open(name, os.path.join(directory, file), required)
 
     def _optional_int(self, name: str) -> Optional[int]:
-        return int(_pread(self._fds[name])) if name in self._fds else None
+        return int(pread_all(self._fds[name])) if name in self._fds else None
 
     def _io(self) -> Tuple[Optional[int], Optional[int]]:
         if "io" not in self._fds:
             return None, None
         read = written = 0
-        for line in _pread(self._fds["io"]).splitlines():
+        for line in pread_all(self._fds["io"]).splitlines():
             if self.version == 1:
                 parts = line.split()
                 if len(parts) == 3 and parts[1] == b"Read":
@@ -153,16 +169,16 @@ class CgroupFiles:
         return read, written
 
     def read(self) -> Counters:
-        stat = _pread(self._fds["memory_stat"])
+        stat = pread_all(self._fds["memory_stat"])
         if self.version == 1:
-            cpu_ns = int(_pread(self._fds["cpu"]))
+            cpu_ns = int(pread_all(self._fds["cpu"]))
             inactive = _stat_value(stat, b"total_inactive_file")
         else:
-            cpu_ns = _stat_value(_pread(self._fds["cpu"]), b"usage_usec") * 1000
+            cpu_ns = _stat_value(pread_all(self._fds["cpu"]), b"usage_usec") * 1000
             inactive = _stat_value(stat, b"inactive_file")
-        raw_limit = _pread(self._fds["memory_limit"]).strip()
+        raw_limit = pread_all(self._fds["memory_limit"]).strip()
         limit = None if raw_limit == b"max" or int(raw_limit) >= _NO_LIMIT else int(raw_limit)
-        usage = int(_pread(self._fds["memory"]))
+        usage = int(pread_all(self._fds["memory"]))
         blk_read, blk_write = self._io()
         return Counters(
             cpu_ns=cpu_ns,
@@ -172,8 +188,15 @@ class CgroupFiles:
             pids=self._optional_int("pids"),
             blkio_read_bytes=blk_read,
             blkio_write_bytes=blk_write,
-            procs=tuple(int(pid) for pid in _pread(self._fds["procs"]).split()),
+            procs=self._procs(),
         )
+
+    def _procs(self) -> Tuple[int, ...]:
+        fd = os.open(self.procs_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return tuple(int(pid) for pid in pread_all(fd).split())
+        finally:
+            os.close(fd)
 
     def fds(self) -> Tuple[int, ...]:
         """The kept-open descriptors (for measuring what reading them costs)."""
@@ -196,7 +219,7 @@ class NetDev:
     def read(self) -> Tuple[Optional[int], Optional[int]]:
         if self._fd is None:
             return None, None
-        return parse_net_dev(_pread(self._fd))
+        return parse_net_dev(pread_all(self._fd))
 
     def fds(self) -> Tuple[int, ...]:
         return () if self._fd is None else (self._fd,)

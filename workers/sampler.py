@@ -2,20 +2,24 @@
 
 CPU percentages come from the difference between this reading and the previous one (percent of one
 core, like ``docker stats``), so taking a sample never waits. The arithmetic is in pure functions;
-``Sampler`` only gathers the raw readings: cgroup files for the container, psutil for its processes.
+``Sampler`` only gathers the raw readings: cgroup files for the container, /proc files for each of its
+processes, all on descriptors kept open between samples (bench/sample_cost.py measures the cost).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
 from workers.cgroups import CgroupFiles, Counters, NetDev
+from workers.procfs import Figures, ProcessFiles, ProcessGone
 
 MAX_PROCESSES = 512  # beyond this, the busiest are kept: one frame must stay well under its size limit
 MAX_CMDLINE_CHARS = 4096
+KEPT_PROCESSES = 200  # processes whose /proc files stay open (3 descriptors each); others are opened per sample
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,12 @@ def cpu_percent(before: float, after: float, elapsed: float) -> float:
     return round(100.0 * (after - before) / elapsed, 2)
 
 
+@lru_cache(maxsize=1)
+def host_memory() -> int:
+    """The limit shown for a container without one; read once (it was a /proc/meminfo read per sample)."""
+    return psutil.virtual_memory().total
+
+
 def container_figures(
     counters: Counters, net: Tuple[Optional[int], Optional[int]], previous: Optional[Reading], now: float
 ) -> Dict[str, Any]:
@@ -43,7 +53,7 @@ def container_figures(
     return {
         "cpu_percent": cpu,
         "memory_bytes": counters.memory_bytes,
-        "memory_limit_bytes": counters.memory_limit_bytes or psutil.virtual_memory().total,
+        "memory_limit_bytes": counters.memory_limit_bytes or host_memory(),
         "pids": counters.pids if counters.pids is not None else len(counters.procs),
         "net_rx_bytes": net[0],
         "net_tx_bytes": net[1],
@@ -53,6 +63,8 @@ def container_figures(
 
 
 def trim_cmdline(argv: List[str]) -> List[str]:
+    if sum(map(len, argv)) + len(argv) <= MAX_CMDLINE_CHARS:  # the usual case, once per process per sample
+        return argv
     kept, total = [], 0
     for arg in argv:
         total += len(arg) + 1
@@ -70,7 +82,7 @@ def busiest(processes: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 class Sampler:
-    """Samples one container, keeping its file descriptors and psutil handles between samples."""
+    """Samples one container, keeping the descriptors of its cgroup and /proc files between samples."""
 
     def __init__(self, pid: int) -> None:
         self._files = CgroupFiles(pid)
@@ -79,44 +91,57 @@ class Sampler:
         except OSError:
             self._files.close()
             raise
-        self._handles: Dict[int, psutil.Process] = {}
+        self._kept: Dict[int, ProcessFiles] = {}
         self.previous: Optional[Reading] = None
 
-    def _handle(self, pid: int) -> psutil.Process:
-        handle = self._handles.get(pid)
-        if handle is None:
-            handle = self._handles[pid] = psutil.Process(pid)
-        return handle
+    @staticmethod
+    def _try(files: ProcessFiles) -> Optional[Figures]:
+        try:
+            return files.read()
+        except ProcessGone:
+            files.close()
+            return None
+
+    def _read(self, pid: int) -> Optional[Figures]:
+        """The figures of one process, or None once it is gone."""
+        files = self._kept.pop(pid, None)
+        figures = self._try(files) if files is not None else None
+        if figures is None:  # a new process, or a kept one whose pid now belongs to another process
+            try:
+                files = ProcessFiles(pid)
+            except ProcessGone:
+                return None
+            figures = self._try(files)
+            if figures is None:
+                return None
+        if len(self._kept) < KEPT_PROCESSES:
+            self._kept[pid] = files
+        else:
+            files.close()
+        return figures
 
     def _processes(self, pids: Tuple[int, ...], now: float) -> Tuple[List[Dict[str, Any]], Dict[int, float]]:
         previous = self.previous
         elapsed = now - previous.at if previous else 0.0
         rows, used = [], {}
+        for gone in set(self._kept).difference(pids):
+            self._kept.pop(gone).close()
         for pid in pids:
-            try:
-                handle = self._handle(pid)
-                with handle.oneshot():
-                    times = handle.cpu_times()
-                    spent = times.user + times.system
-                    switches = handle.num_ctx_switches()
-                    row = {
-                        "pid": pid,
-                        "name": handle.name(),
-                        "cmdline": trim_cmdline(handle.cmdline()),
-                        "rss_bytes": handle.memory_info().rss,
-                        "threads": handle.num_threads(),
-                        "ctx_switches_voluntary": switches.voluntary,
-                        "ctx_switches_involuntary": switches.involuntary,
-                    }
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                self._handles.pop(pid, None)
+            figures = self._read(pid)
+            if figures is None:
                 continue
             before = previous.proc_cpu.get(pid) if previous else None
-            row["cpu_percent"] = cpu_percent(before, spent, elapsed) if before is not None else 0.0
-            used[pid] = spent
-            rows.append(row)
-        for gone in set(self._handles) - set(pids):
-            del self._handles[gone]
+            rows.append({
+                "pid": pid,
+                "name": figures.name,
+                "cmdline": trim_cmdline(figures.cmdline),
+                "rss_bytes": figures.rss_bytes,
+                "threads": figures.threads,
+                "ctx_switches_voluntary": figures.ctx_switches_voluntary,
+                "ctx_switches_involuntary": figures.ctx_switches_involuntary,
+                "cpu_percent": cpu_percent(before, figures.cpu_seconds, elapsed) if before is not None else 0.0,
+            })
+            used[pid] = figures.cpu_seconds
         return busiest(rows), used
 
     def sample(self, now: float) -> Dict[str, Any]:
@@ -130,3 +155,6 @@ class Sampler:
     def close(self) -> None:
         self._files.close()
         self._net.close()
+        for files in self._kept.values():
+            files.close()
+        self._kept.clear()

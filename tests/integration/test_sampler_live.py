@@ -1,0 +1,42 @@
+"""The sampler on a real container: it follows processes that come and go, even when it samples many
+times a second (a kept-open cgroup v1 ``cgroup.procs`` would keep showing the first pid list), and it
+keeps no descriptor of a process that is gone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import IMAGE, docker
+from workers.sampler import Sampler
+
+CHURN = "while :; do sh -c 'sleep 0.02; echo' >/dev/null; done"  # a new pair of processes every ~20 ms
+
+
+@pytest.fixture
+def churning(services: None):
+    name = f"horizon-sampler-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "--network", "none", IMAGE, "sh", "-c", CHURN)
+    try:
+        yield int(docker("inspect", "-f", "{{.State.Pid}}", name).strip())
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+
+def test_sampling_every_50_ms_sees_new_processes_and_lets_gone_ones_go(churning: int) -> None:
+    sampler = Sampler(churning)
+    before = len(os.listdir("/proc/self/fd"))
+    seen = set()
+    try:
+        for _ in range(30):
+            seen.update(row["pid"] for row in sampler.sample(time.monotonic())["processes"])
+            time.sleep(0.05)
+        kept = len(os.listdir("/proc/self/fd")) - before
+    finally:
+        sampler.close()
+    assert len(seen) >= 10, f"only {sorted(seen)}: the pid list went stale"
+    assert kept <= 3 * 3  # at most the few live processes' stat, status and cmdline
