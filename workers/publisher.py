@@ -98,6 +98,9 @@ class Publisher:
         self.next_refresh = 0.0
         self.retry_at = 0.0
         self.retry_delay = RETRY_MIN
+        # Retry at least once a publish period, so that etcd's metrics are current again within two
+        # publish periods once etcd answers again.
+        self.retry_max = max(RETRY_MIN, min(RETRY_MAX, config.metrics.interval * config.metrics.publish_every))
 
     # -- wanted state ---------------------------------------------------------------------------
 
@@ -187,12 +190,13 @@ class Publisher:
             self.synced = False
             self.retry_at = now
         except Unavailable as exc:
-            if self.connected is not False:
+            fatal = self.connected is None and self.config.etcd.required  # the parent gives up and says why
+            if self.connected is not False and not fatal:
                 log.warning("etcd does not answer (%s); will keep trying", exc)
             self.set_connected(False)
             self.synced = False
             self.retry_at = now + self.retry_delay
-            self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+            self.retry_delay = min(self.retry_delay * 2, self.retry_max)
 
     def set_connected(self, connected: bool) -> None:
         if connected and self.connected is False:

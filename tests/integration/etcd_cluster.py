@@ -85,6 +85,19 @@ class Cluster:
     def url(self, member: int = 0) -> str:
         return f"http://{self.members[member].address}"
 
+    def leader(self, timeout: float = 10) -> Member:
+        """The member that leads the cluster now (after an election, once one is won)."""
+
+        def find() -> Optional[Member]:
+            for member in self.members:
+                if member.proc is not None and member.proc.poll() is None:
+                    body = http_get(f"http://{member.address}/v2/stats/self", timeout=1)[1] or {}
+                    if body.get("state") == "StateLeader":
+                        return member
+            return None
+
+        return wait_for(find, timeout, "an etcd leader", every=0.1)
+
     def stop(self) -> None:
         for member in self.members:
             member.kill()

@@ -6,11 +6,11 @@ its missing directory without a TTL, and refreshing a TTL-less directory succeed
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
 import pytest
 
+from supervisor.config import build
 from workers.publisher import Publisher
 from workers.registry import Missing, Unavailable
 
@@ -70,12 +70,14 @@ class FakeEtcd:
         return {k.rsplit("/", 1)[1]: json.loads(v) for k, v in self.keys.items() if k.startswith(PREFIX + "/")}
 
 
-def make(etcd: FakeEtcd, publish_every: int = 1) -> Publisher:
-    config = SimpleNamespace(
-        task_prefix=PREFIX,
-        etcd=SimpleNamespace(ttl=15, keep_finished=600, timeout=2.0, hosts=[("127.0.0.1", 2379)]),
-        metrics=SimpleNamespace(publish_every=publish_every),
-    )
+def make(etcd: FakeEtcd, publish_every: int = 1, interval: float = 1.0) -> Publisher:
+    values = {
+        "task": {"image": "busybox", "command": "sleep 1", "service": "web", "name": "task-1"},
+        "etcd": {"namespace": "/ns", "ttl": "15"},
+        "metrics": {"interval": str(interval), "publish_every": str(publish_every)},
+    }
+    config = build(values, lambda section, key: f"[{section}] {key}", "test", None)
+    assert config.task_prefix == PREFIX
     return Publisher(config, etcd, ENDPOINT, inbox=None, outbox=None, watch=None, clock=lambda: etcd.now)
 
 
@@ -153,3 +155,16 @@ def test_an_outage_is_summarised_by_sequence_number_and_then_everything_is_writt
     status = etcd.record()["status"]
     assert status["last_gap"] == {"samples": 8, "from": 1003.0, "to": 1010.0}
     assert etcd.record()["metrics"]["seq"] == 10 and publisher.connected is True
+
+
+@pytest.mark.parametrize("interval, publish_every, longest", [(0.05, 1, 0.2), (0.2, 5, 1.0), (1.0, 5, 2.0)])
+def test_retries_back_off_but_never_beyond_a_publish_period(interval, publish_every, longest):
+    etcd = FakeEtcd()
+    etcd.down = True
+    publisher = make(etcd, publish_every, interval)
+    delays = []
+    for _ in range(10):
+        etcd.now = publisher.retry_at
+        publisher.publish(etcd.now)
+        delays.append(round(publisher.retry_at - etcd.now, 6))
+    assert delays[0] == 0.2 and delays == sorted(delays) and delays[-1] == longest

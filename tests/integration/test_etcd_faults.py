@@ -1,0 +1,222 @@
+"""etcd faults injected for real: private etcd members (frozen, down at start, killed) and a stalled
+publisher, under a real supervisor on the real Docker engine. Each test says what the supervisor kept:
+sampling and HTTP untouched, the record in etcd complete, current and with its TTL once etcd is back."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import psutil
+import pytest
+
+from tests.conftest import Supervised, etcd_delete, http_get, wait_for
+from tests.integration.etcd_cluster import Cluster, Member
+
+POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"  # stops at once on SIGTERM
+KEYS = {"info", "endpoint", "metrics", "status", "running"}
+INTERVAL = 0.2
+PUBLISH_EVERY = 5  # the default: etcd gets every 5th sample, once a second at INTERVAL
+PUBLISH_PERIOD = INTERVAL * PUBLISH_EVERY
+FRESH = 3 * PUBLISH_EVERY  # how far etcd's metrics may trail the endpoint's and still be current
+
+
+@pytest.fixture
+def private_etcd() -> Iterator[Callable[..., Cluster]]:
+    """Factory of private etcd clusters (started unless start=False); all are stopped afterwards.
+    Request it before ``supervised`` so the supervisors are ended first."""
+    clusters: List[Cluster] = []
+
+    def make(size: int = 1, start: bool = True) -> Cluster:
+        cluster = Cluster(size)
+        clusters.append(cluster)
+        return cluster.start() if start else cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.stop()
+
+
+def supervise(supervised: Callable[..., Supervised], etcd: Cluster, *flags: str, hosts: str = "",
+              reader: int = 0) -> Supervised:
+    """A supervisor on the private cluster; its record is read from member ``reader``."""
+    run = supervised()
+    run.etcd = etcd.url(reader)
+    return run.main(POLITE, "--etcd", hosts or etcd.hosts, "--interval", str(INTERVAL), *flags)
+
+
+def endpoint_seq(run: Supervised) -> int:
+    code, body = http_get(f"{run.url()}/metrics")
+    assert code == 200, code
+    return body["seq"]
+
+
+def current(run: Supervised, state: str = "running") -> Optional[Dict[str, Any]]:
+    """The record when it is whole, has its TTL, shows ``state`` and fresh metrics; else None."""
+    task = run.task_dir()
+    record = run.record()
+    if not task or set(record) != KEYS or not task.get("ttl"):
+        return None
+    if record["status"]["state"] != state or record["running"] is not (state == "running"):
+        return None
+    if state == "running" and endpoint_seq(run) - record["metrics"]["seq"] > FRESH:
+        return None
+    return record
+
+
+def rss(run: Supervised) -> int:
+    """Resident memory of the supervisor and its workers, in bytes."""
+    parent = psutil.Process(run.proc.pid)
+    total = 0
+    for proc in [parent, *parent.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def member_in_use(run: Supervised, etcd: Cluster) -> Optional[Member]:
+    """The one member the publisher holds a connection to (its pool keeps it open between writes)."""
+    pid = run.workers().get("publisher")
+    if pid is None:
+        return None
+    ports = {c.raddr.port for c in psutil.Process(pid).net_connections("tcp") if c.raddr and c.status == "ESTABLISHED"}
+    used = [m for m in etcd.members if m.client_port in ports]
+    return used[0] if len(used) == 1 else None
+
+
+def stop_and_check_the_final_record(run: Supervised) -> None:
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert run.wait(30) == 0
+    record = wait_for(lambda: current(run, "stopped"), 5, "the final record")
+    assert record["status"]["exit_code"] == 0
+    assert 590 < run.task_dir()["ttl"] <= 600
+    assert run.containers() == []
+
+
+@pytest.mark.slow
+def test_a_frozen_etcd_stalls_nothing_and_the_gap_is_summarised(private_etcd, supervised):
+    freeze = 30.0
+    etcd = private_etcd()
+    run = supervise(supervised, etcd)
+    wait_for(lambda: current(run), 20, "the whole record in etcd")
+    url = run.url()
+    memory_before = rss(run)
+    member = etcd.members[0]
+
+    polls = []  # (status, seq, timestamp) of every GET /metrics during the freeze
+    frozen_at = time.time()
+    member.signal(signal.SIGSTOP)
+    try:
+        until = time.monotonic() + freeze
+        while time.monotonic() < until:
+            code, body = http_get(f"{url}/metrics", timeout=2)
+            polls.append((code, (body or {}).get("seq"), (body or {}).get("timestamp")))
+            time.sleep(0.05)
+        memory_after = rss(run)
+    finally:
+        member.signal(signal.SIGCONT)
+    thawed_at = time.time()
+
+    # The endpoint answered every poll, and sampling kept its schedule: every seq number in order,
+    # one per interval (seqs skipped between two polls are accounted for by their timestamps).
+    assert len(polls) > freeze / 0.5 and all(code == 200 for code, _, _ in polls), polls[:5]
+    samples = sorted({seq: ts for _, seq, ts in polls}.items())
+    (first_seq, first_ts), (last_seq, last_ts) = samples[0], samples[-1]
+    assert last_ts - first_ts > freeze - 2
+    assert (last_seq - first_seq) * INTERVAL > 0.9 * (last_ts - first_ts)
+    assert len(samples) > 0.7 * (last_seq - first_seq)
+    for (seq_a, ts_a), (seq_b, ts_b) in zip(samples, samples[1:]):
+        assert 0 < ts_b - ts_a < (seq_b - seq_a) * INTERVAL + 0.5, (seq_a, ts_a, seq_b, ts_b)
+    assert memory_after - memory_before < 20 << 20, (memory_before, memory_after)
+
+    # Once etcd is back, the record is whole and current within a few publish periods.
+    record = wait_for(lambda: current(run), 2 * PUBLISH_PERIOD + 4, "fresh metrics in etcd after the thaw")
+    gap = record["status"]["last_gap"]
+    expected = freeze / INTERVAL
+    assert 0.6 * expected < gap["samples"] < expected + 8 / INTERVAL, gap
+    assert frozen_at - 0.5 < gap["from"] < frozen_at + PUBLISH_PERIOD + 5, (frozen_at, gap)
+    assert thawed_at - 5 < gap["to"] < thawed_at + 5, (thawed_at, gap)
+    assert gap["from"] < gap["to"]
+    assert "etcd does not answer" in run.output() and "etcd answers again" in run.output()
+
+
+def test_etcd_down_at_start_the_task_runs_and_registers_once_etcd_is_up(private_etcd, supervised):
+    etcd = private_etcd(start=False)
+    run = supervise(supervised, etcd)
+    found = wait_for(lambda: re.search(r"endpoint (http://\S+)", run.output()), 20, "the endpoint in the log")
+    url = found.group(1)
+    wait_for(lambda: http_get(f"{url}/metrics")[0] == 200, 20, "samples at the endpoint while etcd is down")
+    assert http_get(f"{url}/status")[1]["state"] == "running"
+    assert len(run.containers()) == 1 and run.task_dir() is None
+
+    etcd.start()
+    record = wait_for(lambda: current(run), 20, "the whole record once etcd is up")
+    assert record["endpoint"]["url"] == url
+    assert record["info"]["container_id"].startswith(run.containers()[0])
+    stop_and_check_the_final_record(run)
+
+
+def test_required_etcd_down_fails_fast_with_one_clear_line(private_etcd, supervised):
+    etcd = private_etcd(start=False)
+    started = time.monotonic()
+    run = supervise(supervised, etcd, "--etcd-required", "true")
+    assert run.wait(20) == 1
+    assert time.monotonic() - started < 10
+    lines = run.output().strip().splitlines()
+    errors = [line for line in lines if line.startswith("horizon: error:") or re.search(" (WARNING|ERROR) ", line)]
+    assert errors == [lines[-1]], lines
+    assert etcd.hosts in lines[-1] and "required = true" in lines[-1] and "start etcd" in lines[-1]
+    assert "Traceback" not in run.output()
+    assert run.containers() == []
+
+
+def test_losing_the_member_in_use_publishing_goes_on_through_the_others(private_etcd, supervised):
+    etcd = private_etcd(3)
+    leader = etcd.leader()
+    order = [leader] + [m for m in etcd.members if m is not leader]  # the hardest loss: used and leading
+    survivor = etcd.members.index(order[1])
+    run = supervise(supervised, etcd, hosts=",".join(m.address for m in order), reader=survivor)
+    wait_for(lambda: current(run), 20, "the whole record in etcd")
+    assert wait_for(lambda: member_in_use(run, etcd), 5, "the publisher's member") is leader  # the first listed
+
+    leader.kill()
+    seq = run.record()["metrics"]["seq"]
+    wait_for(lambda: run.record().get("metrics", {}).get("seq", 0) >= seq + 3 * PUBLISH_EVERY, 20,
+             "metrics in etcd to keep advancing through the surviving members")
+    assert wait_for(lambda: member_in_use(run, etcd), 5, "the publisher's new member") in order[1:]
+    record = wait_for(lambda: current(run), 10, "the whole, current record")
+    assert run.task_dir()["ttl"] <= 15
+    assert record["info"]["container_id"].startswith(run.containers()[0])
+    stop_and_check_the_final_record(run)
+
+
+def test_a_deleted_record_is_written_again_whole(private_etcd, supervised):
+    etcd = private_etcd()
+    run = supervise(supervised, etcd)
+    wait_for(lambda: current(run), 20, "the whole record in etcd")
+    task_key = run.task_dir()["key"]
+    etcd_delete(task_key, etcd.url())
+    wait_for(lambda: current(run), 2 * PUBLISH_PERIOD + 5, "the record written again")
+    assert run.task_dir()["key"] == task_key and run.task_dir()["ttl"] <= 15
+    assert "vanished" in run.output()
+
+
+def test_a_record_expired_during_a_publisher_stall_comes_back_whole(private_etcd, supervised):
+    ttl = 3
+    etcd = private_etcd()
+    run = supervise(supervised, etcd, "--etcd-ttl", str(ttl))
+    wait_for(lambda: current(run), 20, "the whole record in etcd")
+    publisher = wait_for(lambda: run.workers().get("publisher"), 5, "the publisher worker")
+    os.kill(publisher, signal.SIGSTOP)
+    try:
+        wait_for(lambda: run.task_dir() is None, ttl + 5, "the record to expire while the publisher is stopped")
+    finally:
+        os.kill(publisher, signal.SIGCONT)
+    wait_for(lambda: current(run), 2 * PUBLISH_PERIOD + 5, "the whole record back, with its TTL")
+    assert run.task_dir()["ttl"] <= ttl
+    assert run.workers().get("publisher") == publisher  # the same worker recovered; nothing was restarted
