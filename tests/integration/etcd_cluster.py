@@ -35,12 +35,16 @@ class Member:
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
 
+    def client_flags(self) -> List[str]:
+        """How clients reach the member; a TLS member (test_etcd_security.py) adds https and certificates."""
+        url = f"http://{self.address}"
+        return ["--listen-client-urls", url, "--advertise-client-urls", url]
+
     def start(self, initial_cluster: str, token: str) -> None:
         self.log = open(f"{self.data_dir}.log", "w")
         self.proc = subprocess.Popen(
             [
-                "etcd", "--name", self.name, "--data-dir", self.data_dir, "--enable-v2",
-                "--listen-client-urls", f"http://{self.address}", "--advertise-client-urls", f"http://{self.address}",
+                "etcd", "--name", self.name, "--data-dir", self.data_dir, "--enable-v2", *self.client_flags(),
                 "--listen-peer-urls", self.peer_url(), "--initial-advertise-peer-urls", self.peer_url(),
                 "--initial-cluster", initial_cluster, "--initial-cluster-token", token,
                 "--initial-cluster-state", "new",

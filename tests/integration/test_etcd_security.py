@@ -1,0 +1,203 @@
+"""etcd security settings really reach python-etcd: a private etcd that demands TLS client certificates,
+and one with v2 authentication (root user, guest role stripped), each written by a real supervisor.
+Secrets never show: not in the supervisor's output, not in the record."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+
+from tests.conftest import IMAGE, NAMESPACE, wait_for
+from tests.integration.etcd_cluster import Member
+
+POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
+PASSWORD = "pw-" + uuid.uuid4().hex  # unique, so any leak is found by a plain substring search
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def openssl(*args: Any) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+    where = tmp_path_factory.mktemp("pki")
+    (where / "ext.cnf").write_text(
+        "[server]\nsubjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n"
+        "[client]\nextendedKeyUsage = clientAuth\n"
+    )
+    openssl("req", "-x509", *EC_KEY, "-keyout", where / "ca.key", "-out", where / "ca.pem", "-days", "1",
+            "-subj", "/CN=horizon test CA")
+    for role in ("server", "client"):
+        openssl("req", *EC_KEY, "-keyout", where / f"{role}.key", "-out", where / f"{role}.csr", "-subj", f"/CN={role}")
+        openssl("x509", "-req", "-in", where / f"{role}.csr", "-CA", where / "ca.pem", "-CAkey", where / "ca.key",
+                "-CAcreateserial", "-out", where / f"{role}.pem", "-days", "1",
+                "-extfile", where / "ext.cnf", "-extensions", role)
+    return {name: str(where / name) for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+class TlsMember(Member):
+    """A member that serves clients over https only to holders of a certificate signed by the test CA."""
+
+    def __init__(self, name: str, data_dir: str, pki: Dict[str, str]) -> None:
+        super().__init__(name, data_dir)
+        self.pki = pki
+
+    def client_flags(self) -> List[str]:
+        url = f"https://{self.address}"
+        return ["--listen-client-urls", url, "--advertise-client-urls", url,
+                "--cert-file", self.pki["server.pem"], "--key-file", self.pki["server.key"],
+                "--trusted-ca-file", self.pki["ca.pem"], "--client-cert-auth"]
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.pki["ca.pem"])
+        context.load_cert_chain(self.pki["client.pem"], self.pki["client.key"])
+        return context
+
+    def healthy(self) -> bool:
+        return etcd_request(self, "/health", context=self.context())[0] == 200
+
+
+def etcd_request(member: Member, path: str, method: str = "GET", body: Optional[bytes] = None,
+                 context: Optional[ssl.SSLContext] = None, password: Optional[str] = None) -> tuple:
+    """(status, JSON body) of one request to the member; (None, None) when it does not answer."""
+    scheme = "https" if context else "http"
+    request = urllib.request.Request(f"{scheme}://{member.address}{path}", data=body, method=method)
+    if password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"root:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, OSError):
+        return None, None
+
+
+def running(member: Member) -> Iterator[Member]:
+    member.start(f"{member.name}={member.peer_url()}", uuid.uuid4().hex[:8])
+    try:
+        wait_for(member.healthy, 30, "the private etcd to be healthy", every=0.1)
+        yield member
+    finally:
+        member.kill()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="horizon-etcd-sec-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tls_etcd(services, pki, data_dir) -> Iterator[TlsMember]:
+    yield from running(TlsMember("tls", data_dir, pki))
+
+
+@pytest.fixture
+def auth_etcd(services, data_dir) -> Iterator[Member]:
+    """v2 auth on: user root with PASSWORD, and the guest role (anonymous clients) may do nothing."""
+    member = Member("auth", data_dir)
+    for started in running(member):
+        assert etcd_request(member, "/v2/auth/users/root", "PUT",
+                            json.dumps({"user": "root", "password": PASSWORD}).encode())[0] == 201
+        assert etcd_request(member, "/v2/auth/enable", "PUT")[0] == 200
+        revoke = {"role": "guest", "revoke": {"kv": {"read": ["/*"], "write": ["/*"]}}}
+        assert etcd_request(member, "/v2/auth/roles/guest", "PUT", json.dumps(revoke).encode(), password=PASSWORD)[0] == 200
+        assert etcd_request(member, "/v2/keys/probe", "PUT", b"value=1")[0] == 401  # anonymous: refused
+        yield started
+
+
+def task_ini(tmp_path: Path, service: str, member: Member, etcd_lines: str) -> Path:
+    path = tmp_path / f"{service}.ini"
+    path.write_text(f"[task]\nimage = {IMAGE}\ncommand = {POLITE}\nservice = {service}\n"
+                    f"[etcd]\nhosts = {member.address}\nnamespace = {NAMESPACE}\n{etcd_lines}")
+    return path
+
+
+def record(member: Member, service: str, **auth: Any) -> Dict[str, Any]:
+    """The task's keys, raw (strings as stored), from the private member; {} while there is none."""
+    status, body = etcd_request(member, f"/v2/keys{NAMESPACE}/services/{service}?recursive=true", **auth)
+    tasks = body["node"].get("nodes", []) if status == 200 else []
+    return {node["key"].rsplit("/", 1)[1]: node["value"] for node in tasks[0].get("nodes", [])} if tasks else {}
+
+
+def state(keys: Dict[str, Any]) -> Optional[str]:
+    return json.loads(keys["status"])["state"] if "status" in keys else None
+
+
+def stop(run) -> None:
+    """SIGTERM once the task runs: a clean stop, exit 0."""
+    wait_for(lambda: "task running" in run.output(), 30, "the task to run")
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert run.wait(30) == 0, run.output()
+
+
+def test_https_with_a_client_certificate_registers_the_task(supervised, tmp_path, tls_etcd, pki):
+    run = supervised()
+    tls = f"protocol = https\nca_cert = {pki['ca.pem']}\ncert = {pki['client.pem']}\nkey = {pki['client.key']}\n"
+    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, tls_etcd, tls))])
+    auth = {"context": tls_etcd.context()}
+    wait_for(lambda: state(record(tls_etcd, run.service, **auth)) == "running", 30, "the record over https")
+    stop(run)
+    assert state(record(tls_etcd, run.service, **auth)) == "stopped"  # the final write went over TLS too
+
+
+def test_https_without_a_client_certificate_is_refused_by_etcd(supervised, tmp_path, tls_etcd, pki):
+    run = supervised()
+    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, tls_etcd, f"protocol = https\nca_cert = {pki['ca.pem']}\n"))])
+    wait_for(lambda: "etcd does not answer" in run.output(), 30, "the publisher to report the refusal")
+    assert "certificate" in run.output().lower()
+    assert record(tls_etcd, run.service, context=tls_etcd.context()) == {}
+    stop(run)
+
+
+def test_plain_http_to_a_tls_etcd_is_not_silently_accepted(supervised, tmp_path, tls_etcd):
+    run = supervised()
+    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, tls_etcd, ""))])
+    wait_for(lambda: "etcd does not answer" in run.output(), 30, "the publisher to report the failure")
+    assert record(tls_etcd, run.service, context=tls_etcd.context()) == {}
+    stop(run)
+
+
+def test_a_password_file_authenticates_and_the_password_shows_nowhere(supervised, tmp_path, auth_etcd):
+    run = supervised()
+    secret = tmp_path / "etcd-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, auth_etcd,
+                                                 f"username = root\npassword_file = {secret}\n")), "--log-level", "DEBUG"])
+    wait_for(lambda: state(record(auth_etcd, run.service, password=PASSWORD)) == "running", 30, "the record with auth")
+    keys = record(auth_etcd, run.service, password=PASSWORD)
+    assert set(keys) >= {"info", "endpoint", "status", "running"}
+    stop(run)
+    everything = etcd_request(auth_etcd, "/v2/keys/?recursive=true", password=PASSWORD)[1]
+    assert PASSWORD not in json.dumps(everything) and PASSWORD not in run.output()
+    assert PASSWORD not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def test_a_wrong_password_is_reported_without_the_password(supervised, tmp_path, auth_etcd):
+    run = supervised()
+    wrong = "wrong-" + PASSWORD
+    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, auth_etcd, f"username = root\npassword = {wrong}\n")),
+               "--log-level", "DEBUG"])
+    wait_for(lambda: "etcd does not answer" in run.output(), 30, "the publisher to report the refusal")
+    assert "authentication" in run.output()  # says why, not just "unreachable"
+    assert record(auth_etcd, run.service, password=PASSWORD) == {}
+    stop(run)
+    assert wrong not in run.output() and PASSWORD not in run.output()
