@@ -128,10 +128,10 @@ def test_a_frozen_etcd_stalls_nothing_and_the_gap_is_summarised(private_etcd, su
     samples = sorted({seq: ts for _, seq, ts in polls}.items())
     (first_seq, first_ts), (last_seq, last_ts) = samples[0], samples[-1]
     assert last_ts - first_ts > freeze - 2
-    assert (last_seq - first_seq) * INTERVAL > 0.9 * (last_ts - first_ts)
+    assert (last_seq - first_seq) * INTERVAL > 0.85 * (last_ts - first_ts)
     assert len(samples) > 0.7 * (last_seq - first_seq)
-    for (seq_a, ts_a), (seq_b, ts_b) in zip(samples, samples[1:]):
-        assert 0 < ts_b - ts_a < (seq_b - seq_a) * INTERVAL + 0.5, (seq_a, ts_a, seq_b, ts_b)
+    for (seq_a, ts_a), (seq_b, ts_b) in zip(samples, samples[1:]):  # 1 s: noise, not a blocked sampler
+        assert abs((ts_b - ts_a) - (seq_b - seq_a) * INTERVAL) < 1.0, (seq_a, ts_a, seq_b, ts_b)
     assert memory_after - memory_before < 20 << 20, (memory_before, memory_after)
 
     # Once etcd is back, the record is whole and current within a few publish periods.
@@ -158,6 +158,7 @@ def test_etcd_down_at_start_the_task_runs_and_registers_once_etcd_is_up(private_
     record = wait_for(lambda: current(run), 20, "the whole record once etcd is up")
     assert record["endpoint"]["url"] == url
     assert record["info"]["container_id"].startswith(run.containers()[0])
+    assert record["status"]["last_gap"]["samples"] > 0  # the samples taken before etcd came up
     stop_and_check_the_final_record(run)
 
 
