@@ -38,6 +38,7 @@ have etcdctl || pkgs+=(etcd-client)
 pkg_installed busybox-static || pkgs+=(busybox-static)
 have wrk || pkgs+=(wrk)
 have curl || pkgs+=(curl)
+have openssl || pkgs+=(openssl)  # the etcd TLS tests make their own CA
 have python3 || pkgs+=(python3 python3-venv)
 if have python3 && [ ! -x .venv/bin/python ] && ! venv_usable; then
     pkgs+=(python3-venv)

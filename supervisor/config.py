@@ -402,13 +402,18 @@ def check_etcd_security(etcd_: Dict[str, Any], where: Where) -> None:
         missing = "key" if etcd_["cert"] else "cert"
         raise ConfigError(f"{where('etcd', missing)}: cert and key go together: give {missing} as well")
     context = ssl.create_default_context()
-    for name, load_pem in (("ca_cert", context.load_verify_locations), ("cert", context.load_cert_chain)):
-        try:
-            if etcd_[name]:
-                load_pem(etcd_[name], *((etcd_["key"],) if name == "cert" else ()))
-        except (ssl.SSLError, ValueError) as exc:
-            raise ConfigError(f"{where('etcd', name)}: not a usable PEM file ({exc.__class__.__name__}): "
-                              f"give a PEM {'CA bundle' if name == 'ca_cert' else 'certificate that matches key'}") from None
+    try:
+        if etcd_["ca_cert"]:
+            context.load_verify_locations(etcd_["ca_cert"])
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"{where('etcd', 'ca_cert')}: not a PEM certificate: give the CA that signed etcd's certificate") from None
+    try:
+        if etcd_["cert"]:  # an empty passphrase: an encrypted key fails here instead of prompting on a terminal
+            context.load_cert_chain(etcd_["cert"], etcd_["key"], password="")
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(
+            f"{where('etcd', 'cert')}: cert and key are not a matching PEM certificate and unencrypted key"
+        ) from None
 
 
 def read_password(path: str) -> str:

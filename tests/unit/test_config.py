@@ -91,7 +91,7 @@ INI_MISTAKES: List[Tuple[str, str, str, str]] = [
      "[etcd] password_file", "No such file"),
     ("ca-cert-missing", BASE + "[etcd]\nprotocol = https\nca_cert = {missing}\n", "[etcd] ca_cert", "readable file"),
     ("ca-cert-directory", BASE + "[etcd]\nprotocol = https\nca_cert = {dir}\n", "[etcd] ca_cert", "readable file"),
-    ("ca-cert-not-pem", BASE + "[etcd]\nprotocol = https\nca_cert = {secret}\n", "[etcd] ca_cert", "PEM"),
+    ("ca-cert-not-pem", BASE + "[etcd]\nprotocol = https\nca_cert = {secret}\n", "[etcd] ca_cert", "give the CA"),
     ("cert-without-key", BASE + "[etcd]\nprotocol = https\ncert = {secret}\n", "[etcd] key", "give key as well"),
     ("key-without-cert", BASE + "[etcd]\nprotocol = https\nkey = {secret}\n", "[etcd] cert", "give cert as well"),
     ("certs-over-http", BASE + "[etcd]\nca_cert = {secret}\n", "[etcd] protocol", "protocol = https"),
@@ -151,7 +151,7 @@ def test_a_file_that_cannot_be_read(tmp_path, make):
 
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory) -> dict:
-    """A self-signed certificate with its key, and a second key that does not match it."""
+    """A self-signed certificate with its key, a key that does not match it, and its key encrypted."""
     if not shutil.which("openssl"):
         pytest.skip("needs the openssl command")
     where = tmp_path_factory.mktemp("pem")
@@ -160,7 +160,9 @@ def pem(tmp_path_factory) -> dict:
                     "-days", "1", "-subj", "/CN=etcd"], check=True, capture_output=True)
     subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-out", where / "other.pem"], check=True, capture_output=True)
-    return {name: str(where / f"{name}.pem") for name in ("cert", "key", "other")}
+    subprocess.run(["openssl", "pkey", "-in", where / "key.pem", "-aes256", "-passout", "pass:secret",
+                    "-out", where / "locked.pem"], check=True, capture_output=True)
+    return {name: str(where / f"{name}.pem") for name in ("cert", "key", "other", "locked")}
 
 
 def test_tls_settings_that_fit_together_load(tmp_path, pem):
@@ -169,10 +171,11 @@ def test_tls_settings_that_fit_together_load(tmp_path, pem):
     assert (config.etcd.protocol, config.etcd.ca_cert, config.etcd.key) == ("https", pem["cert"], pem["key"])
 
 
-def test_a_certificate_with_the_wrong_key_is_a_mistake(tmp_path, pem):
-    with pytest.raises(cfg.ConfigError) as caught:
-        load_text(tmp_path, BASE + f"[etcd]\nprotocol = https\ncert = {pem['cert']}\nkey = {pem['other']}\n")
-    assert_one_line(str(caught.value), "[etcd] cert", "PEM certificate that matches key")
+@pytest.mark.parametrize("key", ["other", "locked"], ids=["key-of-another-cert", "encrypted-key"])
+def test_a_certificate_without_its_plain_key_is_a_mistake(tmp_path, pem, key):
+    with pytest.raises(cfg.ConfigError) as caught:  # and an encrypted key never prompts for a passphrase
+        load_text(tmp_path, BASE + f"[etcd]\nprotocol = https\ncert = {pem['cert']}\nkey = {pem[key]}\n")
+    assert_one_line(str(caught.value), "[etcd] cert", "not a matching PEM certificate and unencrypted key")
 
 
 def test_a_full_file_converts_every_value(tmp_path, files):
