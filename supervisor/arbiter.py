@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tornado.netutil
 
+from supervisor import HELD_SIGNALS
 from supervisor.config import Config
 from supervisor.lock import AlreadySupervised, TaskLock
 from supervisor.notify import Notifier
@@ -41,7 +42,6 @@ from workers.process import EXIT_DONE, EXIT_FATAL
 
 log = logging.getLogger("supervisor")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 STOP_GRACE = 20.0  # seconds beyond stop_timeout for the engine to report the stop
 ENDPOINT_GRACE = 2.0
 EXIT_ERROR = 1
@@ -166,9 +166,12 @@ class Arbiter:
         return self.exit_code()
 
     def install_signals(self) -> None:
+        """Handle the stop signals from now on, including one that came during the start-up: the entry
+        points block them first thing (``hold_signals``), so it waited, pending, instead of killing us."""
         signal.set_wakeup_fd(self._wake_w)
-        for signum in STOP_SIGNALS + (signal.SIGHUP,):
+        for signum in HELD_SIGNALS:
             signal.signal(signum, self.queue_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
 
     def queue_signal(self, signum: int, frame: Any) -> None:
         if len(self.signals) < 8:
@@ -440,7 +443,10 @@ class Arbiter:
     def exit_code(self) -> int:
         if self.error:
             return EXIT_ERROR
-        if self.status.get("state") == "stopped":
+        state = self.status.get("state")
+        if state == "stopped" or (state is None and self.stop_requested):  # stopped before the container existed
             return 0
         code = self.status.get("exit_code")
+        if state == "failed" and code == 0:  # e.g. restart = always gave up on a task that exits 0
+            return EXIT_ERROR
         return code if isinstance(code, int) and 0 <= code < 256 else EXIT_ERROR

@@ -29,6 +29,7 @@ import requests
 from docker.models.containers import Container
 
 from supervisor.config import Config
+from supervisor.lock import SeqFile
 from supervisor.restarts import Policy, Restarts, State as RestartState
 from workers import frames
 from workers.channel import Inbox, Outbox
@@ -111,7 +112,8 @@ class ContainerWorker:
         ))
         self._wake_r, self._wake_w = os.pipe()
         self._exit_seen = threading.Event()
-        self._seq = self._last_seq()
+        self.seq_file = SeqFile(config)
+        self._seq = max(self._last_seq(), self.seq_file.load())  # a restarted worker, or supervisor, goes on
         self.restart_count = self._last_restart_count()
 
     # -- talking to the parent ----------------------------------------------------------------
@@ -255,6 +257,9 @@ class ContainerWorker:
         if container.status == "created":
             self.emit("info", self.info(container))
             self.emit_status("starting")
+            self.read_control()
+            if self.stop_requested:  # asked to stop while the container was being created: never start it
+                return self.finish(container, final_status(container.attrs, stopped=True))
             started = self.start(container)
         elif container.status in LIVE:
             log.info("adopting running container %s (%s)", container.name, container.short_id)
@@ -292,6 +297,7 @@ class ContainerWorker:
 
     def start(self, container: Container) -> bool:
         """Start the container; False when the engine refuses (command not found, ...)."""
+        self.restarts.started(time.monotonic())  # a refused start counts as a start, or it never gives up
         try:
             container.start()
         except docker.errors.APIError as exc:
@@ -352,6 +358,8 @@ class ContainerWorker:
                 if self._exit_seen.is_set() and now >= self.engine_retry_at:
                     try:
                         container.reload()
+                        if container.status not in LIVE:
+                            self.confirm_engine()
                     except docker.errors.NotFound:
                         return self.vanished("the container was removed behind the supervisor's back")
                     except ENGINE_ERRORS as exc:
@@ -368,6 +376,7 @@ class ContainerWorker:
                             outage_since = None
                         if container.status not in LIVE:
                             return ENDED
+                        self.outage_seen = False  # the container outlived the outage (live-restore)
                         self.watch_exit(container)  # the wait call was lost, the container lives on
                 if now >= next_tick:
                     if sampler is not None:
@@ -379,6 +388,19 @@ class ContainerWorker:
         finally:
             if sampler is not None:
                 sampler.close()
+
+    def confirm_engine(self) -> None:
+        """Raise unless a new connection reaches the engine.
+
+        A stopping engine closes its socket first, then stops its containers, while still answering on
+        connections already open (such as ours): a container that ended while new connections fail was
+        ended by the engine, not by its task, and is judged once the engine is back.
+        """
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
 
     def vanished(self, reason: str) -> Dict[str, Any]:
         log.error("%s", reason)
@@ -399,6 +421,7 @@ class ContainerWorker:
         except OSError:
             return  # the cgroup is going away: the wait thread reports the end
         self._seq += 1
+        self.seq_file.store(self._seq)
         body = {
             "service": self.config.task.service,
             "task": self.config.task.name,
@@ -432,6 +455,7 @@ class ContainerWorker:
     def finish(self, container: Container, status: Dict[str, Any]) -> int:
         status["restarts"] = self.restart_count
         self.emit("status", status)
+        self.seq_file.remove()
         log.info("task %s: %s (exit code %s)", status["state"], status["reason"], status["exit_code"])
         if self.config.task.remove:
             try:
