@@ -273,7 +273,11 @@ LEGACY_MISTAKES = [
     (["--etcd-password", "s3cr3t"], "--etcd-username: a password needs a username"),
     (["--etcd-protocol", "https", "--etcd-cert", "/etc/hostname"], "--etcd-key: cert and key go together"),
     (["--etcd-ca-cert", "/etc/hostname"], "--etcd-protocol: certificates need protocol = https"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--bogus"], "unrecognized arguments: --bogus (see --help)"),
+    (["--servce", "web"], "unrecognized arguments: --servce; did you mean --service?"),
+    (["--serv", "web"], "unrecognized arguments: --serv"),  # no abbreviations: a prefix is not a flag
+    (["--etcd-passwrd=s3cr3t"], "unrecognized arguments: --etcd-passwrd; did you mean --etcd-password?"),
+    (["--etcd-passwrd", "s3cr3t"], "unrecognized arguments: --etcd-passwrd; did you mean --etcd-password?"),
     (["--port"], "expected one argument"),
 ]
 
@@ -305,6 +309,13 @@ def test_a_flag_mistake_is_one_line_on_stderr_and_exit_2(capsys, flags, message)
 def test_legacy_positionals_are_named_in_capitals(capsys, argv, message):
     code, out, err = run_cli(cli.legacy_main, argv, capsys)
     assert code == cli.EXIT_USAGE and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_an_unknown_flag_of_the_ini_form_gets_a_suggestion(capsys):
+    code, out, err = run_cli(cli.main, ["--chek", "task.ini"], capsys)
+    assert code == cli.EXIT_USAGE and err.splitlines() == [
+        "python -m supervisor: error: unrecognized arguments: --chek; did you mean --check? (see --help)"
+    ]
 
 
 def test_check_on_a_bad_file_is_one_line_and_exit_2(tmp_path, capsys):
