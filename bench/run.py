@@ -48,7 +48,9 @@ def run_one(name: str, smoke: bool) -> Tuple[List[Tuple[str, Row]], bool]:
         ok = True
     except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
         traceback.print_exc()
-        rows = [Row("ERROR", f"{type(exc).__name__}: {exc}"[:200], "", "", "", None)]
+        lines = str(exc).strip().splitlines() or [""]
+        summary = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1].strip()}"
+        rows = [Row("ERROR", f"{type(exc).__name__}: {summary}"[:300], "", "", "", None)]
         ok = False
     finally:
         common.remove_containers()
