@@ -37,7 +37,9 @@ from workers.registry import EtcdV2Registry, Missing, Registry, Unavailable
 log = logging.getLogger("publisher")
 
 FINAL_STATES = frozenset({"exited", "failed", "stopped"})
-KEYS = ("info", "endpoint", "metrics", "status", "running")  # the order a full sync writes them in
+# The order keys are written in. ``running`` goes before ``status``: a reader that sees a state in
+# ``status`` then always sees ``running`` agree with it (etcd v2 has no multi-key transactions).
+KEYS = ("info", "endpoint", "metrics", "running", "status")
 RETRY_MIN, RETRY_MAX = 0.2, 2.0
 
 

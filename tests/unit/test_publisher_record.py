@@ -6,7 +6,7 @@ its missing directory without a TTL, and refreshing a TTL-less directory succeed
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -26,6 +26,7 @@ class FakeEtcd:
         self.dirs: Dict[str, Optional[float]] = {}  # path -> expiry (None: no TTL)
         self.keys: Dict[str, str] = {}
         self.down = False
+        self.seen: List[Dict[str, Any]] = []  # the record after every write, as a reader could see it
 
     def expire(self) -> None:
         for path, expiry in list(self.dirs.items()):
@@ -52,12 +53,14 @@ class FakeEtcd:
         self._check()
         self.dirs.setdefault(key.rsplit("/", 1)[0], None)  # etcd v2: an implicit directory, no TTL
         self.keys[key] = value
+        self.seen.append(self.record())
 
     def update(self, key: str, value: str) -> None:
         self._check()
         if key not in self.keys:
             raise Missing(key)
         self.keys[key] = value
+        self.seen.append(self.record())
 
     def ping(self) -> None:
         self._check()
@@ -168,3 +171,20 @@ def test_retries_back_off_but_never_beyond_a_publish_period(interval, publish_ev
         publisher.publish(etcd.now)
         delays.append(round(publisher.retry_at - etcd.now, 6))
     assert delays[0] == 0.2 and delays == sorted(delays) and delays[-1] == longest
+
+
+def test_running_is_never_behind_the_state():
+    """No multi-key transactions in etcd v2: ``running`` is written first, so a reader who sees a new
+    state in ``status`` already sees ``running`` agree (and a dead task stops showing as running first)."""
+    etcd = FakeEtcd()
+    publisher = make(etcd)
+    publisher.take("info", {"task": "task-1"})
+    for state in ("starting", "running", "exited"):
+        publisher.take("status", {"state": state})
+        step(etcd, publisher)
+    states = [record.get("status", {}).get("state") for record in etcd.seen]
+    assert [s for i, s in enumerate(states) if s and s != states[i - 1]] == ["starting", "running", "exited"]
+    for before, after in zip(etcd.seen, etcd.seen[1:]):
+        state = after.get("status", {}).get("state")
+        if state and state != before.get("status", {}).get("state"):
+            assert after["running"] is (state == "running"), after
