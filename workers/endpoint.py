@@ -181,8 +181,9 @@ def run(latest: Latest, sockets: List[socket.socket], endpoint: Dict[str, Any], 
     """
     watch: ParentWatch = become_worker("endpoint", log_level, parent_fds)
     inbox = Inbox(inbox_fd)
-    # A client's bad request is the client's business: log only our own failures (5xx).
-    logging.getLogger("tornado.access").setLevel(logging.ERROR)
+    # No line per request: a client's bad request is its own business, 503 is an answer, and a handler
+    # that fails is logged with its traceback by tornado.application.
+    logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
     logging.getLogger("tornado.general").setLevel(max(log_level, logging.WARNING))
     server = tornado.httpserver.HTTPServer(make_app(latest, endpoint, interval), **SERVER_OPTIONS)
     server.add_sockets(sockets)
