@@ -3,13 +3,14 @@
 It is the only process that talks to etcd, so a slow or dead etcd stalls nothing else. It works as
 a reconciler: frames from the parent update the wanted documents; the loop writes what changed,
 extends the record's TTL well before it lapses, re-creates the whole record when it was deleted or
-expired behind our back, and republishes everything after an outage. Keys are created only by a
-full sync, right after their directory gets its TTL, and otherwise only updated: etcd v2 quietly
-re-creates a deleted directory, without a TTL, around any key written into it, so a plain write
-would leave a partial record that never expires, while a failed update says the record is gone and
-triggers the full sync. Metrics are coalesced: only
+expired behind our back, and republishes everything after an outage. Metrics are coalesced: only
 the newest sample is ever written, every ``publish_every`` samples. Samples that could not be written
 during an outage are summarised (count and time span) in the status document, not replayed.
+
+Keys are created only by a full sync, right after their directory gets its TTL, and are otherwise
+only updated: etcd v2 quietly re-creates a deleted directory, without a TTL, around any key written
+into it, so a plain write would leave a partial record that never expires, while a failed update
+says the record is gone and triggers the full sync.
 
 Record layout, under ``{namespace}/services/{service}/{task}`` (a directory with a TTL)::
 
