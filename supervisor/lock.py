@@ -37,25 +37,42 @@ class AlreadySupervised(Exception):
 
 
 class TaskLock:
+    """The lock file is removed when the lock is released, so a host does not collect one file per task
+    ever run; a killed supervisor leaves it, and the next supervisor of the task locks it again."""
+
     def __init__(self, config: Config) -> None:
         self.path = task_path(config, "lock")
         self.fd: Optional[int] = None
 
     def acquire(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise AlreadySupervised(f"another supervisor (pid {holder}) runs this task; see {self.path}") from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise AlreadySupervised(f"another supervisor (pid {holder}) runs this task; see {self.path}") from None
+            if self._still_linked(fd):
+                break
+            os.close(fd)  # its holder removed it between our open and our lock: lock the new file
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
 
+    def _still_linked(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
         if self.fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding the lock: see _still_linked
+            except FileNotFoundError:
+                pass
             os.close(self.fd)
             self.fd = None
 

@@ -8,6 +8,7 @@ thread), so a state that lasted a millisecond is seen as surely as one that last
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
+from supervisor.lock import lock_dir
 from tests.conftest import ETCD, IMAGE, NAMESPACE, docker, http_get, wait_for
 
 # PID 1 in a container ignores signals it does not handle: these tasks say how they end.
@@ -167,8 +169,10 @@ def with_env(name: str, value: str, start: Callable[[], Any]) -> Any:
 
 
 def assert_nothing_left(run: Any, containers: Callable[[], List[str]]) -> None:
+    """After a supervisor's own end: no container, no process, no lock or seq file, no traceback."""
     assert containers() == []
     assert group_processes(run.proc.pid) == []
+    assert glob.glob(os.path.join(lock_dir(), f"{run.service}.*")) == []
     assert "Traceback" not in run.output()
 
 
