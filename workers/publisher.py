@@ -149,7 +149,8 @@ class Publisher:
         return not self.synced or not self.dirty <= self.written
 
     def sync_all(self) -> None:
-        """Write the whole record: the directory with its TTL first, then every key we have."""
+        """Write the whole record: the directory with its TTL first, then every key we have, then check
+        that the directory still holds them all with a TTL (it may have been deleted in between)."""
         self.registry.put_dir(self.prefix, self.ttl())
         if self.gap.count:
             self.last_gap = self.gap.summary()
@@ -158,6 +159,9 @@ class Publisher:
             if name in self.documents or name == "running":
                 self.registry.put(f"{self.prefix}/{name}", self.render(name))
                 self.written.add(name)
+        ttl, names = self.registry.listing(self.prefix)
+        if ttl is None or not self.written <= names:
+            raise Missing(f"{self.prefix} was deleted while it was being written")
         self.dirty.clear()
         self.synced = True
         self.gap = Gap()

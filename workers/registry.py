@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Sequence, Tuple
 
 import etcd
 import urllib3
@@ -40,6 +40,9 @@ class Registry(Protocol):
         """Replace the key's value; raise Missing if it is not there, and never create anything."""
 
     def get(self, key: str) -> str: ...
+
+    def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
+        """The directory's remaining TTL (None: it has none) and the names of its keys; Missing if absent."""
 
     def ping(self) -> None:
         """Raise Unavailable unless a member answers."""
@@ -117,6 +120,11 @@ class EtcdV2Registry:
 
     def get(self, key: str) -> str:
         return self._call("read", key).value
+
+    def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
+        node = self._call("read", path)
+        # An empty directory's ``leaves`` yields the directory itself.
+        return node.ttl, frozenset(leaf.key.rsplit("/", 1)[1] for leaf in node.leaves if leaf.key != node.key)
 
     def ping(self) -> None:
         self._call("api_execute", "/version", "GET")

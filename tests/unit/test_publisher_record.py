@@ -6,7 +6,7 @@ its missing directory without a TTL, and refreshing a TTL-less directory succeed
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 import pytest
 
@@ -27,6 +27,7 @@ class FakeEtcd:
         self.keys: Dict[str, str] = {}
         self.down = False
         self.seen: List[Dict[str, Any]] = []  # the record after every write, as a reader could see it
+        self.delete_after_puts: Optional[int] = None  # someone deletes the record after this many puts
 
     def expire(self) -> None:
         for path, expiry in list(self.dirs.items()):
@@ -54,6 +55,10 @@ class FakeEtcd:
         self.dirs.setdefault(key.rsplit("/", 1)[0], None)  # etcd v2: an implicit directory, no TTL
         self.keys[key] = value
         self.seen.append(self.record())
+        if self.delete_after_puts is not None:
+            self.delete_after_puts -= 1
+            if self.delete_after_puts == 0:
+                self.delete(PREFIX)
 
     def update(self, key: str, value: str) -> None:
         self._check()
@@ -61,6 +66,14 @@ class FakeEtcd:
             raise Missing(key)
         self.keys[key] = value
         self.seen.append(self.record())
+
+    def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
+        self._check()
+        if path not in self.dirs:
+            raise Missing(path)
+        expiry = self.dirs[path]
+        names = frozenset(k.rsplit("/", 1)[1] for k in self.keys if k.startswith(path + "/"))
+        return (None if expiry is None else int(expiry - self.now)), names
 
     def ping(self) -> None:
         self._check()
@@ -158,6 +171,17 @@ def test_an_outage_is_summarised_by_sequence_number_and_then_everything_is_writt
     status = etcd.record()["status"]
     assert status["last_gap"] == {"samples": 8, "from": 1003.0, "to": 1010.0}
     assert etcd.record()["metrics"]["seq"] == 10 and publisher.connected is True
+
+
+@pytest.mark.parametrize("after_puts", [1, 2, 4])
+def test_a_record_deleted_in_the_middle_of_a_full_sync_is_written_again(running, after_puts):
+    etcd, publisher = running
+    etcd.delete(PREFIX)
+    etcd.delete_after_puts = after_puts  # and again, while the publisher writes it back
+    publisher.take("metrics", sample(2))
+    step(etcd, publisher)
+    assert set(etcd.record()) == {"info", "endpoint", "metrics", "status", "running"}
+    assert etcd.dirs[PREFIX] is not None and publisher.synced
 
 
 @pytest.mark.parametrize("interval, publish_every, longest", [(0.05, 1, 0.2), (0.2, 5, 1.0), (1.0, 5, 2.0)])
