@@ -33,10 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 IMAGE = "horizon-busybox:latest"
 ETCD = "127.0.0.1:2379"
-NAMESPACE = "/horizon-bench"
 TEN_PROCESSES = "sh -c 'for i in 1 2 3 4 5 6 7 8 9; do sleep 100000 & done; wait'"
 LOG_DIR = Path(tempfile.gettempdir()) / "horizon-bench-logs"
-RUN_ID = uuid.uuid4().hex[:6]
+# Everything a run creates carries its id (services, container names, the etcd namespace), so that a
+# run's cleanup never touches another run's (the smoke test may run while someone benchmarks).
+RUN_ID = os.environ.get("HORIZON_BENCH_RUN") or uuid.uuid4().hex[:6]
+NAMESPACE = f"/horizon-bench-{RUN_ID}"
 
 
 class Row(NamedTuple):
@@ -292,10 +294,10 @@ def stop_all(supervisors: Sequence[Supervisor], etcd_hosts: Sequence[str] = (ETC
 
 
 def remove_containers(services: Optional[Sequence[str]] = None) -> None:
-    """Remove the containers of these bench services, or (None) every container a benchmark left."""
+    """Remove the containers of these bench services, or (None) every container this run left."""
     try:
         if services is None:
-            ids = sh("docker", "ps", "-aq", "--filter", "name=^/bench-").split()
+            ids = sh("docker", "ps", "-aq", "--filter", f"name=^/bench-.*{RUN_ID}").split()
         else:
             ids = []
             for service in services:

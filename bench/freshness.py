@@ -13,7 +13,7 @@ import time
 import urllib.parse
 from typing import List
 
-from bench.common import (MetricsPoller, PrivateEtcd, Row, Supervisor, ThreadedPoll, etcd_request, log, median, ms,
+from bench.common import (NAMESPACE, MetricsPoller, PrivateEtcd, Row, Supervisor, ThreadedPoll, etcd_request, log, median, ms,
                           pct, ratio, stop_all)
 
 NAME = "freshness"
@@ -63,12 +63,13 @@ class Watcher:
 def direct_writes(host: str, value: str, times: int) -> List[float]:
     """What a write of the same document costs etcd by itself (urlencoded PUT, fresh connection each)."""
     data = urllib.parse.urlencode({"value": value}).encode()
+    key = f"/v2/keys{NAMESPACE}/freshness-probe"
     took = []
-    for i in range(times):
+    for _ in range(times):
         t0 = time.perf_counter()
-        etcd_request(host, f"/v2/keys/horizon-bench/freshness-probe", method="PUT", data=data)
+        etcd_request(host, key, method="PUT", data=data)
         took.append(time.perf_counter() - t0)
-    etcd_request(host, "/v2/keys/horizon-bench/freshness-probe", method="DELETE")
+    etcd_request(host, key, method="DELETE")
     return took
 
 

@@ -4,14 +4,15 @@ bench/RESULTS.md, not a test failure."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 
-from bench.common import NAMESPACE
 from bench.run import BENCHMARKS, RESULTS
 from tests.conftest import ROOT, docker, etcd_get
 
@@ -33,8 +34,9 @@ EXPECTED = [
 def test_smoke_mode_runs_every_benchmark_and_prints_every_row(services: None, tmp_path: Path) -> None:
     output = tmp_path / "RESULTS.md"
     before = RESULTS.read_bytes() if RESULTS.exists() else None
+    run = f"smoke{uuid.uuid4().hex[:6]}"  # names everything the run creates, so we can look for leftovers
     done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--output", str(output)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=240, env=dict(os.environ, HORIZON_BENCH_RUN=run))
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     lines = done.stdout.splitlines()
     table = [line.split(None, 1) for line in lines if line.split(None, 1) and line.split()[0] in BENCHMARKS]
@@ -46,6 +48,6 @@ def test_smoke_mode_runs_every_benchmark_and_prints_every_row(services: None, tm
     assert "## Machine" in written and all(what in written for _, what in EXPECTED)
     assert (RESULTS.read_bytes() if RESULTS.exists() else None) == before  # the real results are left alone
     # nothing left behind: containers, keys, supervisors
-    assert not docker("ps", "-aq", "--filter", "name=^/bench-").split()
-    assert etcd_get(NAMESPACE) is None
-    assert not [p for p in psutil.process_iter(["cmdline"]) if NAMESPACE in " ".join(p.info["cmdline"] or ())]
+    assert not docker("ps", "-aq", "--filter", f"name={run}").split()
+    assert etcd_get(f"/horizon-bench-{run}") is None
+    assert not [p for p in psutil.process_iter(["cmdline"]) if run in " ".join(p.info["cmdline"] or ())]
