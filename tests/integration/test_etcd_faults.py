@@ -35,9 +35,11 @@ def private_etcd() -> Iterator[Callable[..., Cluster]]:
         clusters.append(cluster)
         return cluster.start() if start else cluster
 
-    yield make
-    for cluster in clusters:
-        cluster.stop()
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            cluster.stop()
 
 
 def supervise(supervised: Callable[..., Supervised], etcd: Cluster, *flags: str, hosts: str = "",
