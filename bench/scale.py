@@ -6,7 +6,9 @@ per-task figure is the same figure at N = 1 in the same run."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from typing import Dict, List
 
 from bench.common import (MetricsPoller, Row, Supervisor, cpu_seconds, deviations, log, ms, pct, pss_bytes, ratio,
@@ -18,6 +20,12 @@ BUSY = "sh -c 'while :; do i=0; while [ $i -lt 50 ]; do i=$((i+1)); done; sleep 
 GROWTH_LIMIT = 1.5  # "must not grow with N": within noise of the N = 1 figure
 INTERVAL = 1.0
 MB = 2**20
+
+
+def task_cpu(sup: Supervisor) -> float:
+    """What the task itself uses, in percent of a core, from its own latest /metrics document."""
+    with urllib.request.urlopen(sup.url + "/metrics", timeout=5) as response:
+        return json.load(response)["container"]["cpu_percent"]
 
 
 def measure(n: int, window: float) -> Dict[str, float]:
@@ -39,10 +47,11 @@ def measure(n: int, window: float) -> Dict[str, float]:
         elapsed = time.monotonic() - t0
         cpu = cpu_seconds(procs) - cpu0
         rss, pss = rss_bytes(procs), pss_bytes(procs)
+        busy = sum(task_cpu(sup) for sup in sups) / n
     finally:
         stop_all(sups)
     devs = [d for poller in pollers for d in deviations(poller.samples, INTERVAL)[0]]
-    return {"cpu": 100 * cpu / elapsed / n, "rss": rss / n, "pss": pss / n, "p50": pct(devs, 50),
+    return {"busy": busy, "cpu": 100 * cpu / elapsed / n, "rss": rss / n, "pss": pss / n, "p50": pct(devs, 50),
             "p99": pct(devs, 99), "intervals": len(devs), "errors": sum(p.errors for p in pollers)}
 
 
@@ -59,7 +68,8 @@ def run(smoke: bool) -> List[Row]:
         rows += [
             Row(f"N={n}: CPU per task", f"{r['cpu']:.2f}% of a core", "—" if first else f"{one['cpu']:.2f}% (N=1)",
                 "—" if first else ratio(r["cpu"], one["cpu"]), f"≤ {GROWTH_LIMIT}× N=1",
-                None if first else r["cpu"] <= GROWTH_LIMIT * one["cpu"], f"over {window} s"),
+                None if first else r["cpu"] <= GROWTH_LIMIT * one["cpu"],
+                f"over {window} s; the busy tasks used {r['busy']:.1f}% of a core each"),
             Row(f"N={n}: RSS per task", f"{r['rss'] / MB:.1f} MB", "—" if first else f"{one['rss'] / MB:.1f} MB (N=1)",
                 "—" if first else ratio(r["rss"], one["rss"]), f"≤ {GROWTH_LIMIT}× N=1",
                 None if first else r["rss"] <= GROWTH_LIMIT * one["rss"], f"PSS {r['pss'] / MB:.1f} MB per task"),
