@@ -14,6 +14,6 @@ setup(
         "tornado>=6.2",
         "msgpack>=1.0",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "bench": ["py-spy>=0.3", "pyinstrument>=4"]},
     entry_points={"console_scripts": ["horizon-supervisor=supervisor.cli:main"]},
 )
