@@ -221,13 +221,14 @@ class ContainerWorker:
         """Block in the engine's wait call on a thread of its own; wake the main loop when it returns."""
 
         def wait() -> None:
-            client = docker.from_env(timeout=None)
             try:
-                client.api.wait(container.id)
+                client = docker.from_env(timeout=None)  # it asks the engine's version: it can fail too
+                try:
+                    client.api.wait(container.id)
+                finally:
+                    client.close()
             except Exception as exc:  # noqa: BLE001 - any failure is re-checked by the main loop
                 log.warning("lost the engine's wait call (%s); checking the container again", exc)
-            finally:
-                client.close()
             self._exit_seen.set()
             os.write(self._wake_w, b"x")
 
@@ -253,21 +254,23 @@ class ContainerWorker:
             return EXIT_FATAL
 
     def supervise(self, container: Container) -> int:
-        started = True
+        self.read_control()  # a stop may have come while the container was found or created
         if container.status == "created":
             self.emit("info", self.info(container))
             self.emit_status("starting")
-            self.read_control()
-            if self.stop_requested:  # asked to stop while the container was being created: never start it
+            if self.stop_requested:  # never start it
                 return self.finish(container, final_status(container.attrs, stopped=True))
             started = self.start(container)
         elif container.status in LIVE:
             log.info("adopting running container %s (%s)", container.name, container.short_id)
             self.mark_started(container)
+            started = True
         else:
-            log.info("container %s ended while no supervisor watched it; recording its end", container.name)
+            log.info("container %s ended while no worker watched it", container.name)
             self.mark_started(container)
-            return self.finish(container, self.ended(container))
+            if self.stop_requested:  # a worker killed while stopping it: this is the stop's end
+                return self.finish(container, final_status(container.attrs, stopped=True))
+            started = False  # its end meets the restart policy like any other
         while True:
             status = self.ended(container)
             if started:
@@ -358,8 +361,7 @@ class ContainerWorker:
                 if self._exit_seen.is_set() and now >= self.engine_retry_at:
                     try:
                         container.reload()
-                        if container.status not in LIVE:
-                            self.confirm_engine()
+                        self.confirm_engine()
                     except docker.errors.NotFound:
                         return self.vanished("the container was removed behind the supervisor's back")
                     except ENGINE_ERRORS as exc:
@@ -393,8 +395,9 @@ class ContainerWorker:
         """Raise unless a new connection reaches the engine.
 
         A stopping engine closes its socket first, then stops its containers, while still answering on
-        connections already open (such as ours): a container that ended while new connections fail was
-        ended by the engine, not by its task, and is judged once the engine is back.
+        connections already open (such as ours). New connections failing is the outage's true start: a
+        container that ended then was ended by the engine, not by its task, and is judged once the
+        engine is back; one still running is checked again once a second, not in a busy loop.
         """
         client = docker.from_env(timeout=5)
         try:

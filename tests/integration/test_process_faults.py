@@ -151,9 +151,10 @@ def engine_time_of(value: str) -> float:
     return parse_time(f"{head}.{rest[:6].ljust(6, '0')}Z")
 
 
-def write_ini(path: Path, service: str, command: str, ttl: int = 3, interval: float = 0.2) -> Path:
+def write_ini(path: Path, service: str, command: str, ttl: int = 3, interval: float = 0.2, **task: Any) -> Path:
+    more = "".join(f"{key} = {value}\n" for key, value in task.items())
     path.write_text(
-        f"[task]\nimage = {IMAGE}\ncommand = {command}\nservice = {service}\n"
+        f"[task]\nimage = {IMAGE}\ncommand = {command}\nservice = {service}\n{more}"
         f"[etcd]\nnamespace = {NAMESPACE}\nttl = {ttl}\n[metrics]\ninterval = {interval}\n"
     )
     return path
@@ -280,8 +281,43 @@ def test_a_task_that_ended_unwatched_is_recorded_by_the_next_supervisor(supervis
     assert abs(parse_time(status["started_at"]) - engine_time_of(ended["StartedAt"])) < 0.002
     assert parse_time(status["updated_at"]) - parse_time(status["finished_at"]) > 1  # not the restart's time
     assert record["running"] is False and record["info"]["container_id"] == container
-    assert "ended while no supervisor watched it" in again.output()
+    assert "ended while no worker watched it" in again.output()
     assert_nothing_left(again, again.containers)
+
+
+def test_a_task_that_failed_unwatched_meets_its_restart_policy(supervised, tmp_path):
+    run = supervised()
+    ini = write_ini(tmp_path / "policy.ini", run.service, ENDS_ON_CUE.format(code=3), restart="on-failure",
+                    max_restarts=1, restart_delay=0.2)
+    run.start(["-m", "supervisor", str(ini)])
+    wait_for(lambda: run.state() == "running", 15, "state running")
+    container = run.record()["info"]["container_id"]
+    kill_supervisor(run)
+    docker("exec", container, "touch", "/tmp/end")  # /tmp/end stays: every later start ends at once
+    wait_for(lambda: inspect(container, "{{.State.Status}}") == "exited", 10, "the task to end unwatched")
+
+    history = EtcdHistory(run.prefix)
+    again = supervised(run.service).start(["-m", "supervisor", str(ini)])
+    assert again.wait(30) == 3
+    history.stop()
+    assert [s["restarts"] for s in history.values("status") if s["state"] == "restarting"] == [0]
+    status = again.record()["status"]
+    assert status["state"] == "failed" and status["reason"] == "gave up after 1 restarts: exited with code 3"
+    assert_nothing_left(again, again.containers)
+
+
+@pytest.mark.parametrize("command", ["sleep 600", POLITE], ids=["still-stopping", "stopped-already"])
+def test_a_container_worker_killed_while_stopping_the_task_still_ends_in_a_clean_stop(supervised, command):
+    run = supervised().main(command, "--stop-timeout", "2")  # sleep as PID 1 ignores SIGTERM: a 2 s stop
+    wait_for(lambda: run.state() == "running", 15, "state running")
+    worker = wait_for(lambda: run.workers().get("container"), 5, "the container worker")
+    os.kill(run.proc.pid, signal.SIGTERM)
+    wait_for(lambda: "stopping container" in run.output(), 5, "the stop to begin")
+    os.kill(worker, signal.SIGKILL)
+    assert run.wait(30) == 0
+    status = run.record()["status"]
+    assert status["state"] == "stopped", status
+    assert_nothing_left(run, run.containers)
 
 
 # -- 7. the Docker engine restarts ----------------------------------------------------------------
