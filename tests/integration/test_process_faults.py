@@ -127,9 +127,8 @@ def container_actions(service: str, since: float, until: float) -> List[str]:
     return [action for action in out.split() if not action.startswith("exec_")]
 
 
-def inspect(container: str, template: str, host: Optional[str] = None) -> str:
-    prefix = ["-H", host] if host else []
-    return docker(*prefix, "inspect", "-f", template, container).strip()
+def inspect(container: str, template: str) -> str:
+    return docker("inspect", "-f", template, container).strip()
 
 
 def seq_at(url: str) -> int:
@@ -138,7 +137,12 @@ def seq_at(url: str) -> int:
 
 
 def seq_passes(url: str, seq: int, timeout: float, what: str) -> int:
-    return wait_for(lambda: seq_at(url) if seq_at(url) > seq else 0, timeout, what)
+    """Wait for a sample numbered above ``seq`` at the endpoint; return its seq."""
+    return wait_for(lambda: (lambda now: now if now > seq else 0)(seq_at(url)), timeout, what)
+
+
+def three_workers(run: Any) -> Dict[str, int]:
+    return wait_for(lambda: (lambda found: found if len(found) == 3 else None)(run.workers()), 5, "three workers")
 
 
 def parse_time(value: str) -> float:
@@ -189,7 +193,7 @@ def test_each_killed_worker_is_back_at_once_and_etcd_never_says_the_task_stopped
     since = time.time()
 
     for role in ("container", "publisher", "endpoint"):
-        before = wait_for(lambda: run.workers() if len(run.workers()) == 3 else None, 5, "three workers")
+        before = three_workers(run)
         killed = time.monotonic()
         os.kill(before[role], signal.SIGKILL)
         wait_for(lambda: before[role] != run.workers().get(role, before[role]), 5, f"a new {role} worker")
@@ -216,7 +220,7 @@ def test_each_killed_worker_is_back_at_once_and_etcd_never_says_the_task_stopped
 
 def kill_supervisor(run: Any) -> None:
     """SIGKILL the parent: every worker exits by itself and nothing stays in /dev/shm."""
-    wait_for(lambda: len(run.workers()) == 3, 5, "three workers")
+    three_workers(run)
     shm_before = shm_entries()
     os.kill(run.proc.pid, signal.SIGKILL)
     run.proc.wait(5)
