@@ -34,7 +34,7 @@ class Restarts:
         self.policy = policy
         self.state = State.RUNNING
         self.tries = 0
-        self.started_at = 0.0
+        self.started_at: Optional[float] = None  # never started: nothing to forgive (not "up since boot")
         self.restart_at: Optional[float] = None
 
     def started(self, now: float) -> None:
@@ -44,7 +44,7 @@ class Restarts:
 
     def died(self, now: float) -> State:
         """Record a death; BACKOFF sets ``restart_at``, FATAL means give up."""
-        if now - self.started_at >= self.policy.stable_after:
+        if self.started_at is not None and now - self.started_at >= self.policy.stable_after:
             self.tries = 0
         self.tries += 1
         if self.tries > self.policy.max_tries:
