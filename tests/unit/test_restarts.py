@@ -58,3 +58,10 @@ def test_zero_tries_gives_up_on_the_first_death() -> None:
     restarts = Restarts(Policy(max_tries=0))
     restarts.started(0.0)
     assert restarts.died(0.0) is State.FATAL
+
+
+def test_deaths_without_a_start_in_between_are_never_forgiven() -> None:
+    """A task whose start is refused never runs: its deaths add up, however far apart in time."""
+    restarts = Restarts(POLICY)
+    states = [restarts.died(now) for now in (100.0, 200.0, 300.0, 400.0)]
+    assert states == [State.BACKOFF] * 3 + [State.FATAL]
