@@ -15,5 +15,5 @@ setup(
         "msgpack>=1.0",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"], "bench": ["py-spy>=0.3", "pyinstrument>=4"]},
-    entry_points={"console_scripts": ["horizon-supervisor=supervisor.cli:main"]},
+    entry_points={"console_scripts": ["horizon-supervisor=supervisor:main"]},
 )

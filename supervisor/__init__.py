@@ -12,3 +12,11 @@ def hold_signals() -> None:
     would kill the supervisor by its default action. Blocked, it waits and becomes one clean stop.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+
+
+def main() -> None:
+    """``python -m supervisor`` and the ``horizon-supervisor`` command: signals held before the slow imports."""
+    hold_signals()
+    from supervisor.cli import main as cli_main
+
+    cli_main()

@@ -1,7 +1,3 @@
-from supervisor import hold_signals
-
-hold_signals()
-
-from supervisor.cli import main  # noqa: E402 - after hold_signals: this import takes a while
+from supervisor import main
 
 main()
