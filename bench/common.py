@@ -248,15 +248,6 @@ class Supervisor:
         except psutil.NoSuchProcess:
             return []
 
-    def worker_pid(self, role: str) -> Optional[int]:
-        for proc in self.processes()[1:]:
-            try:
-                if proc.name() == f"hz-{role}":
-                    return proc.pid
-            except psutil.NoSuchProcess:
-                pass
-        return None
-
     def container_pid(self) -> int:
         cid = sh("docker", "ps", "-q", "--filter", f"label=horizon.service={self.service}").split()[0]
         return int(sh("docker", "inspect", "-f", "{{.State.Pid}}", cid).strip())

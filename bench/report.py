@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import psutil
 
-from bench.common import ETCD, Row, etcd_request
+from bench.common import ETCD, ROOT, Row, etcd_request
 
 CHANGES = Path(__file__).resolve().parent / "CHANGES.md"
 COLUMNS = ("benchmark", "what", "figure", "baseline (same run)", "ratio", "target", "met?")
@@ -63,7 +63,9 @@ def machine() -> Dict[str, str]:
     status, body, _ = etcd_request(ETCD, "/version", timeout=5)
     etcd_version = body.get("etcdserver", "unknown") if status == 200 and isinstance(body, dict) else "unknown"
     cgroup = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
+    commit = _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=10"])
     return {
+        "horizon": f"commit {commit}",
         "CPU": f"{cpu}, {psutil.cpu_count(logical=True)} logical cores",
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "OS / kernel": f"{distro} / {platform.release()} (cgroup {cgroup})",
