@@ -32,7 +32,7 @@ def tree(pid: int) -> List[psutil.Process]:
 
 
 def run(smoke: bool) -> List[Row]:
-    window = 5 if smoke else 600
+    window = 3 if smoke else 600
     sup = Supervisor("footprint", interval=1.0)
     floor = None
     try:

@@ -1,4 +1,4 @@
-"""Scale: N supervisors on this machine (N = 1, 10, 50; 1 and 3 in smoke mode), one busy task each.
+"""Scale: N supervisors on this machine (N = 1, 10, 50; 1 and 2 in smoke mode), one busy task each.
 Per task: CPU of its supervisor and workers, RSS (and PSS) of the four; and whether cadence holds at
 1 s, from each /metrics document's own timestamp (every endpoint polled round-robin, a few times a
 second: the deviation needs consecutive sequence numbers, not a fast poller). The baseline of each
@@ -56,7 +56,7 @@ def measure(n: int, window: float) -> Dict[str, float]:
 
 
 def run(smoke: bool) -> List[Row]:
-    counts, window = ((1, 3), 4) if smoke else ((1, 10, 50), 40)
+    counts, window = ((1, 2), 3) if smoke else ((1, 10, 50), 40)
     results = {}
     for n in counts:
         results[n] = measure(n, window)

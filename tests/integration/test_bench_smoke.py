@@ -26,7 +26,7 @@ EXPECTED = [
     ("freshness", "sample → served at /metrics"), ("freshness", "sample → readable in etcd"),
     ("footprint", "RSS, parent + workers"), ("footprint", "RSS growth"), ("footprint", "CPU, parent + workers"),
     ("start", "command → running in etcd"),
-    *[("scale", f"N={n}: {what}") for n in (1, 3) for what in ("CPU per task", "RSS per task", "cadence p99")],
+    *[("scale", f"N={n}: {what}") for n in (1, 2) for what in ("CPU per task", "RSS per task", "cadence p99")],
 ]
 
 
