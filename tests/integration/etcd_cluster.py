@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from tests.conftest import http_get, wait_for
 
@@ -55,6 +55,13 @@ class Member:
     def healthy(self) -> bool:
         return http_get(f"http://{self.address}/health", timeout=1)[0] == 200
 
+    def stats(self) -> Dict[str, Any]:
+        """/v2/stats/self: the member's name and raft state ({} when it does not answer)."""
+        return http_get(f"http://{self.address}/v2/stats/self", timeout=1)[1] or {}
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
@@ -73,7 +80,8 @@ class Cluster:
     def __init__(self, size: int = 1) -> None:
         self.dir = tempfile.mkdtemp(prefix="horizon-etcd-")
         self.token = uuid.uuid4().hex[:8]
-        self.members: List[Member] = [Member(f"m{i}", self.dir) for i in range(size)]
+        # Names unique to this cluster: start() checks each port is answered by its own member.
+        self.members: List[Member] = [Member(f"m{i}-{self.token}", self.dir) for i in range(size)]
 
     @property
     def hosts(self) -> str:
@@ -83,8 +91,20 @@ class Cluster:
         initial = ",".join(f"{m.name}={m.peer_url()}" for m in self.members)
         for member in self.members:
             member.start(initial, self.token)
-        wait_for(lambda: all(m.healthy() for m in self.members), timeout, "the private etcd to be healthy", every=0.1)
+        wait_for(self.up, timeout, "the private etcd to be healthy", every=0.1)
         return self
+
+    def up(self) -> bool:
+        """Every member answers, and is ours: ports are picked before etcd binds them, so another test's
+        etcd may have taken one in between; then our member exits, and this says so instead of letting
+        the test talk to someone else's etcd."""
+        for member in self.members:
+            if member.exited():
+                with open(f"{member.data_dir}.log", errors="replace") as log:
+                    raise AssertionError(f"private etcd {member.name} exited at start: {log.read()[-600:]}")
+            if not member.healthy() or member.stats().get("name") != member.name:
+                return False
+        return True
 
     def url(self, member: int = 0) -> str:
         return f"http://{self.members[member].address}"
@@ -94,10 +114,8 @@ class Cluster:
 
         def find() -> Optional[Member]:
             for member in self.members:
-                if member.proc is not None and member.proc.poll() is None:
-                    body = http_get(f"http://{member.address}/v2/stats/self", timeout=1)[1] or {}
-                    if body.get("state") == "StateLeader":
-                        return member
+                if member.proc is not None and not member.exited() and member.stats().get("state") == "StateLeader":
+                    return member
             return None
 
         return wait_for(find, timeout, "an etcd leader", every=0.1)
