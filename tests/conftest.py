@@ -127,6 +127,11 @@ class Supervised:
                 found[comm[3:]] = int(pid)
         return found
 
+    def all_workers(self) -> Optional[Dict[str, int]]:
+        """The three workers from one look at the process table, or None while one is missing."""
+        found = self.workers()
+        return found if len(found) == 3 else None
+
     def containers(self) -> List[str]:
         return docker("ps", "-aq", "--filter", f"label=horizon.service={self.service}").split()
 

@@ -102,13 +102,13 @@ def test_a_killed_worker_is_restarted_and_nothing_else_changes(supervised, role)
     url = run.url()
     wait_for(lambda: http_get(f"{url}/metrics")[0] == 200, 10, "a sample")
     container_id = run.record()["info"]["container_id"]
-    before = wait_for(lambda: run.workers() if len(run.workers()) == 3 else None, 5, "three workers")
+    before = wait_for(run.all_workers, 5, "three workers")
 
     os.kill(before[role], signal.SIGKILL)
 
-    def replaced():  # one look at the process table: two could see different ones
-        workers = run.workers()
-        return workers if len(workers) == 3 and workers[role] != before[role] else None
+    def replaced():
+        workers = run.all_workers()
+        return workers if workers and workers[role] != before[role] else None
 
     after = wait_for(replaced, 5, f"a new {role} worker")
     assert {k: v for k, v in after.items() if k != role} == {k: v for k, v in before.items() if k != role}
@@ -227,7 +227,7 @@ def test_unreachable_engine_is_one_line_exit_1(supervised, tmp_path):
 def test_workers_exit_when_the_supervisor_is_killed_and_keys_expire(supervised):
     run = supervised().main(POLITE, "--etcd-ttl", "3")
     wait_for(lambda: run.state() == "running", 15, "state running")
-    workers = wait_for(lambda: run.workers() if len(run.workers()) == 3 else None, 5, "three workers")
+    workers = wait_for(run.all_workers, 5, "three workers")
     os.kill(run.proc.pid, signal.SIGKILL)
     run.proc.wait(5)
 

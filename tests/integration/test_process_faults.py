@@ -142,7 +142,7 @@ def seq_passes(url: str, seq: int, timeout: float, what: str) -> int:
 
 
 def three_workers(run: Any) -> Dict[str, int]:
-    return wait_for(lambda: (lambda found: found if len(found) == 3 else None)(run.workers()), 5, "three workers")
+    return wait_for(run.all_workers, 5, "three workers")
 
 
 def parse_time(value: str) -> float:
