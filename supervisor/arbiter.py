@@ -336,7 +336,13 @@ class Arbiter:
                     self.spawn(self.workers["container"])
             elif waiting and self.registry.get("connected") is False:
                 hosts = ",".join(f"{h}:{p}" for h, p in self.config.etcd.hosts)
-                self.error = f"etcd at {hosts} does not answer and [etcd] required = true: start etcd, or set required = false"
+                refused = self.registry.get("refused")
+                self.error = (
+                    f"etcd at {hosts} refused horizon ({refused}) and [etcd] required = true: "
+                    "check [etcd] username and password_file, and the user's permissions"
+                    if refused else
+                    f"etcd at {hosts} does not answer and [etcd] required = true: start etcd, or set required = false"
+                )
                 self.begin_finishing()
             self.maybe_ready()
         elif frame.kind == "finished":

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 from supervisor.config import Config
 from workers.channel import Inbox, Outbox
 from workers.process import EXIT_DONE, EXIT_ORPHANED, ParentWatch, become_worker
-from workers.registry import EtcdV2Registry, Missing, Registry, Unavailable
+from workers.registry import EtcdV2Registry, Missing, Refused, Registry, Unavailable
 
 log = logging.getLogger("publisher")
 
@@ -92,6 +92,7 @@ class Publisher:
         self.synced = False  # the whole record is known to be in etcd
         self.written: set = set()  # keys the last full sync created: only these may be updated
         self.connected: Optional[bool] = None
+        self.refused: Optional[str] = None  # why etcd said no, when it answered but refused us
         self.finishing = False
         self.finish_by = float("inf")
         self.reported: Dict[str, Any] = {}
@@ -178,7 +179,7 @@ class Publisher:
     def publish(self, now: float) -> None:
         try:
             if "info" not in self.documents:
-                self.registry.ping()  # nothing is written before the container exists
+                self.registry.ping(self.config.etcd.namespace)  # nothing is written before the container exists
             elif self.needs_sync():
                 announce = not self.synced
                 self.sync_all()
@@ -198,17 +199,22 @@ class Publisher:
             self.retry_at = now
         except Unavailable as exc:
             fatal = self.connected is None and self.config.etcd.required  # the parent gives up and says why
-            if self.connected is not False and not fatal:
-                log.warning("etcd does not answer (%s); will keep trying", exc)
-            self.set_connected(False)
+            refused = str(exc) if isinstance(exc, Refused) else None
+            if (self.connected is not False or refused != self.refused) and not fatal:
+                if refused:
+                    log.warning("etcd refuses horizon (%s): check [etcd] username and password; will keep trying", exc)
+                else:
+                    log.warning("etcd does not answer (%s); will keep trying", exc)
+            self.set_connected(False, refused)
             self.synced = False
             self.retry_at = now + self.retry_delay
             self.retry_delay = min(self.retry_delay * 2, self.retry_max)
 
-    def set_connected(self, connected: bool) -> None:
+    def set_connected(self, connected: bool, refused: Optional[str] = None) -> None:
         if connected and self.connected is False:
             log.info("etcd answers again at %s", self.registry.describe())
         self.connected = connected
+        self.refused = refused
 
     def published_state(self) -> Optional[str]:
         """The task state etcd holds now, as far as we know (None: not in etcd, or not yet current)."""
@@ -217,7 +223,7 @@ class Publisher:
         return self.documents.get("status", {}).get("state")
 
     def report(self) -> None:
-        body = {"connected": bool(self.connected), "state": self.published_state()}
+        body = {"connected": bool(self.connected), "state": self.published_state(), "refused": self.refused}
         if body != self.reported:
             self.reported = body
             try:

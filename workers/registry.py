@@ -25,6 +25,10 @@ class Unavailable(Exception):
     """No member answered (or a request failed): try again later."""
 
 
+class Refused(Unavailable):
+    """A member answered but refused us (bad credentials, no permission): retrying alone will not help."""
+
+
 class Missing(Exception):
     """The key or directory is not there (deleted, or its TTL lapsed)."""
 
@@ -44,8 +48,8 @@ class Registry(Protocol):
     def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
         """The directory's remaining TTL (None: it has none) and the names of its keys; Missing if absent."""
 
-    def ping(self) -> None:
-        """Raise Unavailable unless a member answers."""
+    def ping(self, path: str) -> None:
+        """Raise Unavailable unless a member answers and lets us read ``path`` (which need not exist yet)."""
 
     def describe(self) -> str: ...
 
@@ -96,6 +100,8 @@ class EtcdV2Registry:
                 return getattr(client, method)(*args, **kwargs)
             except etcd.EtcdKeyNotFound as exc:
                 raise Missing(str(exc)) from None
+            except etcd.EtcdInsufficientPermissions as exc:
+                raise Refused(f"{self.describe()}: {exc}") from None
             except (etcd.EtcdConnectionFailed, urllib3.exceptions.HTTPError, OSError) as exc:
                 errors.append(f"{self.describe()}: {exc}")
                 self._current = (self._current + 1) % len(self._clients)
@@ -126,8 +132,12 @@ class EtcdV2Registry:
         # An empty directory's ``leaves`` yields the directory itself.
         return node.ttl, frozenset(leaf.key.rsplit("/", 1)[1] for leaf in node.leaves if leaf.key != node.key)
 
-    def ping(self) -> None:
-        self._call("api_execute", "/version", "GET")
+    def ping(self, path: str) -> None:
+        # /version answers without credentials: a read under our namespace proves they are accepted.
+        try:
+            self._call("read", path)
+        except Missing:
+            pass
 
     def close(self) -> None:
         for client in self._clients:

@@ -161,7 +161,7 @@ def test_https_with_a_client_certificate_registers_the_task(supervised, tmp_path
 def test_https_without_a_client_certificate_is_refused_by_etcd(supervised, tmp_path, tls_etcd, pki):
     run = supervised()
     run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, tls_etcd, f"protocol = https\nca_cert = {pki['ca.pem']}\n"))])
-    wait_for(lambda: "etcd does not answer" in run.output(), 30, "the publisher to report the refusal")
+    wait_for(lambda: "etcd refuses horizon" in run.output(), 30, "the publisher to report the refusal")
     assert "certificate" in run.output().lower()
     assert record(tls_etcd, run.service, context=tls_etcd.context()) == {}
     stop(run)
@@ -196,8 +196,21 @@ def test_a_wrong_password_is_reported_without_the_password(supervised, tmp_path,
     wrong = "wrong-" + PASSWORD
     run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, auth_etcd, f"username = root\npassword = {wrong}\n")),
                "--log-level", "DEBUG"])
-    wait_for(lambda: "etcd does not answer" in run.output(), 30, "the publisher to report the refusal")
+    wait_for(lambda: "etcd refuses horizon" in run.output(), 30, "the publisher to report the refusal")
     assert "authentication" in run.output()  # says why, not just "unreachable"
     assert record(auth_etcd, run.service, password=PASSWORD) == {}
     stop(run)
+    assert wrong not in run.output() and PASSWORD not in run.output()
+
+
+def test_a_required_etcd_that_refuses_the_password_fails_the_start_naming_the_credentials(supervised, tmp_path,
+                                                                                           auth_etcd):
+    run = supervised()
+    wrong = "wrong-" + PASSWORD
+    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, auth_etcd,
+                                                 f"username = root\npassword = {wrong}\nrequired = true\n"))])
+    assert run.wait(30) == 1, run.output()
+    last = run.output().strip().splitlines()[-1]
+    assert last.startswith("horizon: error: etcd at") and "refused" in last and "password_file" in last, last
+    assert run.containers() == []  # never started: etcd was required and said no
     assert wrong not in run.output() and PASSWORD not in run.output()

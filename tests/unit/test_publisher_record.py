@@ -12,7 +12,7 @@ import pytest
 
 from supervisor.config import build
 from workers.publisher import Publisher
-from workers.registry import Missing, Unavailable
+from workers.registry import Missing, Refused, Unavailable
 
 PREFIX = "/ns/services/web/task-1"
 ENDPOINT = {"host": "127.0.0.1", "port": 8080, "url": "http://127.0.0.1:8080"}
@@ -26,6 +26,7 @@ class FakeEtcd:
         self.dirs: Dict[str, Optional[float]] = {}  # path -> expiry (None: no TTL)
         self.keys: Dict[str, str] = {}
         self.down = False
+        self.refusing = False  # answers, but not to our credentials
         self.seen: List[Dict[str, Any]] = []  # the record after every write, as a reader could see it
         self.delete_after_puts: Optional[int] = None  # someone deletes the record after this many puts
 
@@ -42,6 +43,8 @@ class FakeEtcd:
     def _check(self) -> None:
         if self.down:
             raise Unavailable("127.0.0.1:2379: timed out")
+        if self.refusing:
+            raise Refused("127.0.0.1:2379: The request requires user authentication")
         self.expire()
 
     def put_dir(self, path: str, ttl: int, refresh: bool = False) -> None:
@@ -75,7 +78,7 @@ class FakeEtcd:
         names = frozenset(k.rsplit("/", 1)[1] for k in self.keys if k.startswith(path + "/"))
         return (None if expiry is None else int(expiry - self.now)), names
 
-    def ping(self) -> None:
+    def ping(self, path: str) -> None:
         self._check()
 
     def describe(self) -> str:
@@ -212,3 +215,17 @@ def test_running_is_never_behind_the_state():
         state = after.get("status", {}).get("state")
         if state and state != before.get("status", {}).get("state"):
             assert after["running"] is (state == "running"), after
+
+
+def test_a_refusal_is_told_apart_from_silence_and_forgotten_once_accepted():
+    etcd = FakeEtcd()
+    publisher = make(etcd)
+    etcd.refusing = True
+    publisher.publish(etcd.now)  # before the container exists: the ping is refused
+    assert publisher.connected is False and "authentication" in publisher.refused
+    etcd.refusing, etcd.down = False, True
+    step(etcd, publisher)
+    assert publisher.connected is False and publisher.refused is None  # silence is not a refusal
+    etcd.down = False
+    step(etcd, publisher, 3)
+    assert publisher.connected is True and publisher.refused is None
