@@ -48,11 +48,13 @@ def test_exit_code_of_a_failing_task_is_the_supervisors(supervised):
 def test_busy_task_metrics_grow_at_the_endpoint_found_in_etcd(supervised):
     run = supervised().main(BUSY, "--interval", "0.2")
     url = run.url()
-    first = wait_for(lambda: http_get(f"{url}/metrics")[1] if http_get(f"{url}/metrics")[0] == 200 else None, 10, "a sample")
-    time.sleep(1.0)
-    code, later = http_get(f"{url}/metrics")
-    assert code == 200
-    assert later["seq"] >= first["seq"] + 3
+
+    def sample(after: int = 0):
+        code, document = http_get(f"{url}/metrics")
+        return document if code == 200 and document["seq"] >= after else None
+
+    first = wait_for(sample, 10, "a sample")
+    later = wait_for(lambda: sample(first["seq"] + 3), 10, "three more samples")
     assert later["service"] == run.service and later["interval"] == 0.2
     assert later["container"]["cpu_percent"] > 20  # a busy loop; the host is shared, so not a full core
     assert later["container"]["memory_bytes"] > 0 and later["container"]["pids"] >= 1
