@@ -60,6 +60,13 @@ def etcd_delete(key: str, base: str = ETCD) -> None:
         pass
 
 
+def task_keys(task: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The keys of a task directory node (from ``Supervised.task_dir``), JSON-decoded; {} for None."""
+    if not task:
+        return {}
+    return {node["key"].rsplit("/", 1)[1]: json.loads(node["value"]) for node in task.get("nodes", [])}
+
+
 def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=60).stdout
 
@@ -106,10 +113,7 @@ class Supervised:
 
     def record(self) -> Dict[str, Any]:
         """The task's keys, JSON-decoded: {'status': {...}, 'running': True, ...} ({} when absent)."""
-        task = self.task_dir()
-        if not task:
-            return {}
-        return {node["key"].rsplit("/", 1)[1]: json.loads(node["value"]) for node in task.get("nodes", [])}
+        return task_keys(self.task_dir())
 
     def state(self) -> Optional[str]:
         return self.record().get("status", {}).get("state")
