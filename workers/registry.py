@@ -56,6 +56,12 @@ class Registry(Protocol):
     def close(self) -> None: ...
 
 
+def is_tls_refusal(exc: BaseException) -> bool:
+    """A TLS handshake that failed (bad certificate, unknown CA): python-etcd wraps urllib3's SSLError."""
+    cause = getattr(exc, "cause", None) or exc
+    return isinstance(cause, (urllib3.exceptions.SSLError, ssl.SSLError))
+
+
 class EtcdV2Registry:
     def __init__(
         self,
@@ -94,6 +100,7 @@ class EtcdV2Registry:
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run one request on the current member, moving on to the next ones while they fail."""
         errors = []
+        handshakes_refused = 0
         for _ in range(len(self._clients)):
             client = self._clients[self._current]
             try:
@@ -103,11 +110,13 @@ class EtcdV2Registry:
             except etcd.EtcdInsufficientPermissions as exc:
                 raise Refused(f"{self.describe()}: {exc}") from None
             except (etcd.EtcdConnectionFailed, urllib3.exceptions.HTTPError, OSError) as exc:
+                handshakes_refused += is_tls_refusal(exc)
                 errors.append(f"{self.describe()}: {exc}")
                 self._current = (self._current + 1) % len(self._clients)
             except etcd.EtcdException as exc:
                 raise Unavailable(f"{self.describe()}: {exc}") from None
-        raise Unavailable("; ".join(errors))
+        # Every member answered, but none accepted our TLS settings: a mistake to fix, not an outage.
+        raise (Refused if handshakes_refused == len(self._clients) else Unavailable)("; ".join(errors))
 
     def put_dir(self, path: str, ttl: int, refresh: bool = False) -> None:
         if refresh:
