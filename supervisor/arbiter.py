@@ -339,7 +339,7 @@ class Arbiter:
                 refused = self.registry.get("refused")
                 self.error = (
                     f"etcd at {hosts} refused horizon ({refused}) and [etcd] required = true: "
-                    "check [etcd] username and password_file, and the user's permissions"
+                    "check [etcd] username and password_file, or ca_cert, cert and key"
                     if refused else
                     f"etcd at {hosts} does not answer and [etcd] required = true: start etcd, or set required = false"
                 )

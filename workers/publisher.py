@@ -202,7 +202,7 @@ class Publisher:
             refused = str(exc) if isinstance(exc, Refused) else None
             if (self.connected is not False or refused != self.refused) and not fatal:
                 if refused:
-                    log.warning("etcd refuses horizon (%s): check [etcd] username and password; will keep trying", exc)
+                    log.warning("etcd refuses horizon (%s): check [etcd] credentials and certificates; will keep trying", exc)
                 else:
                     log.warning("etcd does not answer (%s); will keep trying", exc)
             self.set_connected(False, refused)
