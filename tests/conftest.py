@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "horizon-busybox:latest"
 ETCD = "http://127.0.0.1:2379"
 NAMESPACE = "/horizon-test"
+# PID 1 in a container ignores SIGTERM unless it handles it: this task stops at once on it.
+POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:

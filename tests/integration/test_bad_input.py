@@ -13,9 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import IMAGE, NAMESPACE, docker, http_get, wait_for
-
-POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
+from tests.conftest import IMAGE, NAMESPACE, POLITE, docker, http_get, wait_for
 
 
 def ini(tmp_path: Path, service: str, extra: str, task: str = "") -> Path:

@@ -13,10 +13,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import psutil
 import pytest
 
-from tests.conftest import Supervised, etcd_delete, http_get, task_keys, wait_for
+from tests.conftest import POLITE, Supervised, etcd_delete, http_get, task_keys, wait_for
 from tests.integration.etcd_cluster import Cluster, Member
 
-POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"  # stops at once on SIGTERM
 KEYS = {"info", "endpoint", "metrics", "status", "running"}
 INTERVAL = 0.2
 PUBLISH_EVERY = 5  # the default: etcd gets every 5th sample, once a second at INTERVAL

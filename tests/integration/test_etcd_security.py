@@ -20,10 +20,9 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from tests.conftest import IMAGE, NAMESPACE, wait_for
+from tests.conftest import IMAGE, NAMESPACE, POLITE, wait_for
 from tests.integration.etcd_cluster import Member
 
-POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
 PASSWORD = "pw-" + uuid.uuid4().hex  # unique, so any leak is found by a plain substring search
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 

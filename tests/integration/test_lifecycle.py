@@ -11,11 +11,9 @@ import time
 
 import pytest
 
-from tests.conftest import IMAGE, NAMESPACE, ROOT, etcd_get, http_get, wait_for
+from tests.conftest import IMAGE, NAMESPACE, POLITE, ROOT, etcd_get, http_get, wait_for
 
 BUSY = "sh -c 'while true; do :; done'"
-# PID 1 in a container ignores SIGTERM unless it handles it: this one stops at once.
-POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
 
 
 def test_seed_form_registers_then_records_the_end(supervised):

@@ -26,10 +26,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 from supervisor.lock import lock_dir
-from tests.conftest import ETCD, IMAGE, NAMESPACE, docker, http_get, wait_for
+from tests.conftest import ETCD, IMAGE, NAMESPACE, POLITE, docker, http_get, wait_for
 
 # PID 1 in a container ignores signals it does not handle: these tasks say how they end.
-POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
 DIES_ON_TERM = "sh -c 'trap \"exit 143\" TERM; while true; do sleep 0.1; done'"
 ENDS_ON_CUE = "sh -c 'trap \"exit 143\" TERM; while [ ! -e /tmp/end ]; do sleep 0.1; done; exit {code}'"
 SHM_NAMES = ("psm_", "horizon")  # what multiprocessing.shared_memory (or a named segment of ours) would leave
