@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from tests.conftest import http_get, wait_for
 
@@ -52,12 +52,16 @@ class Member:
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
+    def request(self, path: str) -> tuple:
+        """(status, JSON body) of a GET to the member; (None, None) when it does not answer."""
+        return http_get(f"http://{self.address}{path}", timeout=1)
+
     def healthy(self) -> bool:
-        return http_get(f"http://{self.address}/health", timeout=1)[0] == 200
+        return self.request("/health")[0] == 200
 
     def stats(self) -> Dict[str, Any]:
         """/v2/stats/self: the member's name and raft state ({} when it does not answer)."""
-        return http_get(f"http://{self.address}/v2/stats/self", timeout=1)[1] or {}
+        return self.request("/v2/stats/self")[1] or {}
 
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -75,13 +79,14 @@ class Member:
 
 
 class Cluster:
-    """``size`` etcd members; ``start()`` can be deferred (etcd down at the supervisor's start)."""
+    """``size`` etcd members; ``start()`` can be deferred (etcd down at the supervisor's start).
+    ``member`` makes each one from its name and data directory (a TLS member in test_etcd_security.py)."""
 
-    def __init__(self, size: int = 1) -> None:
+    def __init__(self, size: int = 1, member: Callable[[str, str], Member] = Member) -> None:
         self.dir = tempfile.mkdtemp(prefix="horizon-etcd-")
         self.token = uuid.uuid4().hex[:8]
         # Names unique to this cluster: start() checks each port is answered by its own member.
-        self.members: List[Member] = [Member(f"m{i}-{self.token}", self.dir) for i in range(size)]
+        self.members: List[Member] = [member(f"m{i}-{self.token}", self.dir) for i in range(size)]
 
     @property
     def hosts(self) -> str:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import ssl
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -21,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 from tests.conftest import IMAGE, NAMESPACE, POLITE, wait_for
-from tests.integration.etcd_cluster import Member
+from tests.integration.etcd_cluster import Cluster, Member
 
 PASSWORD = "pw-" + uuid.uuid4().hex  # unique, so any leak is found by a plain substring search
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -67,8 +65,8 @@ class TlsMember(Member):
         context.load_cert_chain(self.pki["client.pem"], self.pki["client.key"])
         return context
 
-    def healthy(self) -> bool:
-        return etcd_request(self, "/health", context=self.context())[0] == 200
+    def request(self, path: str) -> tuple:
+        return etcd_request(self, path, context=self.context())
 
 
 def etcd_request(member: Member, path: str, method: str = "GET", body: Optional[bytes] = None,
@@ -87,39 +85,30 @@ def etcd_request(member: Member, path: str, method: str = "GET", body: Optional[
         return None, None
 
 
-def running(member: Member) -> Iterator[Member]:
-    member.start(f"{member.name}={member.peer_url()}", uuid.uuid4().hex[:8])
+def running(cluster: Cluster) -> Iterator[Member]:
+    """The one member of a private cluster, started (and checked to be ours), stopped afterwards."""
     try:
-        wait_for(member.healthy, 30, "the private etcd to be healthy", every=0.1)
-        yield member
+        yield cluster.start().members[0]
     finally:
-        member.kill()
+        cluster.stop()
 
 
 @pytest.fixture
-def data_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="horizon-etcd-sec-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def tls_etcd(services, pki) -> Iterator[TlsMember]:
+    yield from running(Cluster(member=lambda name, data_dir: TlsMember(name, data_dir, pki)))
 
 
 @pytest.fixture
-def tls_etcd(services, pki, data_dir) -> Iterator[TlsMember]:
-    yield from running(TlsMember("tls", data_dir, pki))
-
-
-@pytest.fixture
-def auth_etcd(services, data_dir) -> Iterator[Member]:
+def auth_etcd(services) -> Iterator[Member]:
     """v2 auth on: user root with PASSWORD, and the guest role (anonymous clients) may do nothing."""
-    member = Member("auth", data_dir)
-    for started in running(member):
+    for member in running(Cluster()):
         assert etcd_request(member, "/v2/auth/users/root", "PUT",
                             json.dumps({"user": "root", "password": PASSWORD}).encode())[0] == 201
         assert etcd_request(member, "/v2/auth/enable", "PUT")[0] == 200
         revoke = {"role": "guest", "revoke": {"kv": {"read": ["/*"], "write": ["/*"]}}}
         assert etcd_request(member, "/v2/auth/roles/guest", "PUT", json.dumps(revoke).encode(), password=PASSWORD)[0] == 200
         assert etcd_request(member, "/v2/keys/probe", "PUT", b"value=1")[0] == 401  # anonymous: refused
-        yield started
+        yield member
 
 
 def task_ini(tmp_path: Path, service: str, member: Member, etcd_lines: str) -> Path:
