@@ -42,17 +42,18 @@ log = logging.getLogger("endpoint")
 
 MAX_HEADER_BYTES = 16 * 1024  # larger header blocks are answered 431
 HARD_HEADER_BYTES = 64 * 1024  # beyond this, Tornado drops the connection without reading on
-def header_bytes(uri: Optional[str], headers: tornado.httputil.HTTPHeaders) -> int:
-    """The size of a request's head, as the 431 limit counts it."""
-    return len(uri or "") + sum(len(k) + len(v) + 4 for k, v in headers.get_all())
-
-
 SERVER_OPTIONS: Dict[str, Any] = {
     "max_header_size": HARD_HEADER_BYTES, "max_body_size": 64 * 1024,
     "idle_connection_timeout": 60, "body_timeout": 10,  # the idle timeout also bounds a stalled header
 }
 STALE_INTERVALS = 3  # a sample older than this many intervals (and at least 2 s) is not fresh
 PARENT_CHECK_MS = 500
+JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}  # every answer's, no Server
+
+
+def header_bytes(uri: Optional[str], headers: tornado.httputil.HTTPHeaders) -> int:
+    """The size of a request's head, as the 431 limit counts it."""
+    return len(uri or "") + sum(len(k) + len(v) + 4 for k, v in headers.get_all())
 
 
 def to_json(document: Any) -> bytes:
@@ -94,8 +95,8 @@ class JsonHandler(tornado.web.RequestHandler):
         self.interval = interval
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
+        for name, value in JSON_HEADERS.items():
+            self.set_header(name, value)
         self.clear_header("Server")
 
     def prepare(self) -> None:
@@ -132,13 +133,16 @@ class JsonHandler(tornado.web.RequestHandler):
         }
 
 
+def metrics_answer(documents: Documents) -> Tuple[int, bytes]:
+    """(status, body) of GET /metrics, for the handler and for FastMetrics alike."""
+    body = documents.get("metrics")[1]
+    return (200, body) if body is not None else (503, to_json({"error": "no sample yet", "status": 503}))
+
+
 class MetricsHandler(JsonHandler):
     def get(self) -> None:
-        body = self.documents.get("metrics")[1]
-        if body is None:
-            self.send(to_json({"error": "no sample yet", "status": 503}), 503)
-        else:
-            self.send(body)
+        status, body = metrics_answer(self.documents)
+        self.send(body, status)
 
 
 class StatusHandler(JsonHandler):
@@ -186,17 +190,15 @@ class FastMetrics(tornado.httputil.HTTPServerConnectionDelegate):
     """``GET /metrics`` without a RequestHandler: the hot path, polled by scrapers, is answered straight
     from the cached JSON (about twice the bare handler's requests/s); anything else goes to the app."""
 
-    def __init__(self, app: tornado.web.Application, documents: Documents) -> None:
+    def __init__(self, app: tornado.web.Application) -> None:
         self.app = app
-        self.documents = documents
+        self.documents: Documents = app.settings["documents"]  # the handlers' own cache
 
     def start_request(self, server_conn: object, request_conn: Any) -> tornado.httputil.HTTPMessageDelegate:
         return _Dispatch(self, server_conn, request_conn)
 
 
 class _Dispatch(tornado.httputil.HTTPMessageDelegate):
-    HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-
     def __init__(self, fast: FastMetrics, server_conn: object, request_conn: Any) -> None:
         self.fast, self.server_conn, self.conn = fast, server_conn, request_conn
         self.inner: Optional[tornado.httputil.HTTPMessageDelegate] = None
@@ -217,18 +219,12 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
         if self.inner is not None:
             self.inner.finish()
             return
-        body = self.documents_body()
-        status, reason = (200, "OK") if body is not None else (503, "Service Unavailable")
-        if body is None:
-            body = to_json({"error": "no sample yet", "status": 503})
-        headers = tornado.httputil.HTTPHeaders(self.HEADERS)
+        status, body = metrics_answer(self.fast.documents)
+        headers = tornado.httputil.HTTPHeaders(JSON_HEADERS)
         headers["Content-Length"] = str(len(body))
-        self.conn.write_headers(tornado.httputil.ResponseStartLine("HTTP/1.1", status, reason), headers,
-                                b"" if self.head else body)
+        start = tornado.httputil.ResponseStartLine("HTTP/1.1", status, tornado.httputil.responses[status])
+        self.conn.write_headers(start, headers, b"" if self.head else body)
         self.conn.finish()
-
-    def documents_body(self) -> Optional[bytes]:
-        return self.fast.documents.get("metrics")[1]
 
     def on_connection_close(self) -> None:
         if self.inner is not None:
@@ -247,8 +243,7 @@ def run(latest: Latest, sockets: List[socket.socket], endpoint: Dict[str, Any], 
     # that fails is logged with its traceback by tornado.application.
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
     logging.getLogger("tornado.general").setLevel(max(log_level, logging.WARNING))
-    app = make_app(latest, endpoint, interval)
-    server = tornado.httpserver.HTTPServer(FastMetrics(app, app.settings["documents"]), **SERVER_OPTIONS)
+    server = tornado.httpserver.HTTPServer(FastMetrics(make_app(latest, endpoint, interval)), **SERVER_OPTIONS)
     server.add_sockets(sockets)
     loop = tornado.ioloop.IOLoop.current()
 
