@@ -82,7 +82,7 @@ class EndpointCase(AsyncHTTPTestCase):
         super().setUp()
 
     def get_app(self):
-        return endpoint.make_app(self.latest, ENDPOINT, 60.0)
+        return endpoint.FastMetrics(endpoint.make_app(self.latest, ENDPOINT, 60.0))  # what the worker serves
 
     def get_httpserver_options(self):
         return endpoint.SERVER_OPTIONS  # the worker's own limits
@@ -259,7 +259,7 @@ class EmptyEndpointCase(AsyncHTTPTestCase):
     """Before the first sample: 503 where there is nothing to show yet, JSON all the same."""
 
     def get_app(self):
-        return endpoint.make_app(Latest(), ENDPOINT, 1.0)
+        return endpoint.FastMetrics(endpoint.make_app(Latest(), ENDPOINT, 1.0))
 
     def test_metrics_and_health_are_503_before_the_first_sample(self) -> None:
         metrics = self.fetch("/metrics")
