@@ -222,6 +222,7 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
         status, body = metrics_answer(self.fast.documents)
         headers = tornado.httputil.HTTPHeaders(JSON_HEADERS)
         headers["Content-Length"] = str(len(body))
+        headers["Date"] = tornado.httputil.format_timestamp(time.time())  # as RequestHandler sends it
         start = tornado.httputil.ResponseStartLine("HTTP/1.1", status, tornado.httputil.responses[status])
         self.conn.write_headers(start, headers, b"" if self.head else body)
         self.conn.finish()

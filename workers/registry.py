@@ -43,8 +43,6 @@ class Registry(Protocol):
     def update(self, key: str, value: str) -> None:
         """Replace the key's value; raise Missing if it is not there, and never create anything."""
 
-    def get(self, key: str) -> str: ...
-
     def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
         """The directory's remaining TTL (None: it has none) and the names of its keys; Missing if absent."""
 
@@ -132,9 +130,6 @@ class EtcdV2Registry:
 
     def update(self, key: str, value: str) -> None:
         self._call("write", key, value, prevExist=True)
-
-    def get(self, key: str) -> str:
-        return self._call("read", key).value
 
     def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
         node = self._call("read", path)

@@ -71,11 +71,13 @@ class Member:
         self.proc.send_signal(signum)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
-            self.log.close()
+        self.log.close()  # also when the member died by itself
 
 
 class Cluster:
