@@ -27,7 +27,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from supervisor import HELD_SIGNALS
 from supervisor.config import Config
@@ -227,8 +227,8 @@ class Arbiter:
         parent_fds = self.parent_fds() + [to_w, from_r]
         if worker.name != "endpoint":
             parent_fds += [sock.fileno() for sock in self.sockets]
-        target, args = self.entry(worker.name, to_r, from_w, parent_fds)
-        process = self.ctx.Process(target=target, args=args, name=f"horizon-{worker.name}", daemon=True)
+        args = (worker.name, *self.entry_args(worker.name, to_r, from_w, parent_fds))
+        process = self.ctx.Process(target=run_worker, args=args, name=f"horizon-{worker.name}", daemon=True)
         process.start()
         os.close(to_r)
         os.close(from_w)
@@ -237,16 +237,15 @@ class Arbiter:
         log.debug("started %s worker, pid %s", worker.name, process.pid)
         self.on_spawned(worker)
 
-    def entry(self, name: str, inbox_fd: int, outbox_fd: int, parent_fds: List[int]) -> Tuple[Callable, tuple]:
+    def entry_args(self, name: str, inbox_fd: int, outbox_fd: int, parent_fds: List[int]) -> tuple:
+        """The arguments of the worker module's ``run``."""
         if name == "container":
-            return run_worker, ("container", self.config, self.latest, inbox_fd, outbox_fd, parent_fds, self.log_level)
+            return self.config, self.latest, inbox_fd, outbox_fd, parent_fds, self.log_level
         if name == "publisher":
-            return run_worker, ("publisher", self.config, self.endpoint, inbox_fd, outbox_fd, parent_fds, self.log_level)
+            return self.config, self.endpoint, inbox_fd, outbox_fd, parent_fds, self.log_level
         # The endpoint says nothing (it closes its outbox); its inbox only tells it when to go.
-        return run_worker, (
-            "endpoint", self.latest, self.sockets, self.endpoint, self.config.metrics.interval, inbox_fd, parent_fds + [outbox_fd],
-            self.log_level,
-        )
+        return (self.latest, self.sockets, self.endpoint, self.config.metrics.interval, inbox_fd,
+                parent_fds + [outbox_fd], self.log_level)
 
     def on_spawned(self, worker: Worker) -> None:
         """Bring a (re)started worker up to date."""
