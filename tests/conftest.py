@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import socket
 import sys
 import time
 import urllib.error
@@ -35,6 +36,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple:

@@ -5,19 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
-from tests.conftest import http_get, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import free_port, http_get, wait_for
 
 
 class Member:

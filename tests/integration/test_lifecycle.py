@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import IMAGE, NAMESPACE, POLITE, ROOT, etcd_get, http_get, wait_for
+from tests.conftest import IMAGE, NAMESPACE, POLITE, ROOT, etcd_get, free_port, http_get, wait_for
 
 BUSY = "sh -c 'while true; do :; done'"
 
@@ -121,9 +121,7 @@ def test_a_killed_worker_is_restarted_and_nothing_else_changes(supervised, role)
 
 def test_ini_config_with_a_fixed_port(supervised, tmp_path):
     run = supervised()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     ini = tmp_path / "task.ini"
     ini.write_text(
         f"[task]\nimage = {IMAGE}\ncommand = {POLITE}\nservice = {run.service}\ntags = a,b\n"
@@ -249,9 +247,7 @@ def test_record_outlives_its_ttl_while_the_task_runs(supervised):
 def test_any_listed_etcd_member_will_do_and_services_share_a_directory(supervised):
     first = supervised()
     second = supervised(first.service)
-    with socket.socket() as probe:  # a port where nothing listens
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
+    dead = free_port()  # where nothing listens
     first.main(POLITE, "--etcd", f"127.0.0.1:{dead},127.0.0.1:2379", "--name", "one")
     second.main(POLITE, "--name", "two")
     wait_for(lambda: {"one", "two"} == {n["key"].rsplit("/", 1)[1] for n in (etcd_get(first.prefix) or {}).get("nodes", [])},
