@@ -112,11 +112,12 @@ class CgroupFiles:
             self.close()
             raise
 
+    def _find_procs(self, path: str) -> None:
+        """Check that ``cgroup.procs`` is there (a missing cgroup fails here); it is reopened per read."""
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        self.procs_path = path
+
     def _open(self, name: str, path: str, required: bool = True) -> None:
-        if name == "procs":
-            os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))  # it exists (a missing cgroup fails here)
-            self.procs_path = path
-            return
         try:
             self._fds[name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -131,17 +132,17 @@ class CgroupFiles:
         self._open("memory", where("memory", "memory.usage_in_bytes"))
         self._open("memory_limit", where("memory", "memory.limit_in_bytes"))
         self._open("memory_stat", where("memory", "memory.stat"))
-        self._open("procs", where("cpuacct", "cgroup.procs"))
+        self._find_procs(where("cpuacct", "cgroup.procs"))
         if "pids" in mounts and "pids" in paths:
             self._open("pids", where("pids", "pids.current"), required=False)
         if "blkio" in mounts and "blkio" in paths:
             self._open("io", where("blkio", "blkio.throttle.io_service_bytes"), required=False)
 
     def _open_v2(self, directory: str) -> None:
+        self._find_procs(os.path.join(directory, "cgroup.procs"))
         for name, file, required in (
             ("cpu", "cpu.stat", True), ("memory", "memory.current", True), ("memory_limit", "memory.max", True),
-            ("memory_stat", "memory.stat", True), ("procs", "cgroup.procs", True),
-            ("pids", "pids.current", False), ("io", "io.stat", False),
+            ("memory_stat", "memory.stat", True), ("pids", "pids.current", False), ("io", "io.stat", False),
         ):
             self._open(name, os.path.join(directory, file), required)
 
