@@ -16,8 +16,9 @@ import sys
 from typing import Any, Dict, List, NoReturn, Optional
 
 from supervisor import config as cfg
-from supervisor.arbiter import Arbiter, StartupError
-from workers.process import configure_logging
+from supervisor.ending import StartupError
+from supervisor.logs import configure_logging
+from supervisor.taskflow import supervise
 
 EXIT_USAGE = 2
 # Short forms the original horizon docs used; every key also has its long --section-key flag.
@@ -73,13 +74,12 @@ def run(config: cfg.Config, args: argparse.Namespace) -> int:
         return 0
     level = getattr(logging, args.log_level)
     configure_logging(level)
-    arbiter = Arbiter(config, level)
     try:
-        code = arbiter.run()
+        code, failure = supervise(config, level)
     except StartupError as exc:
         fail(str(exc), exc.code)
-    if arbiter.error:
-        print(f"horizon: error: {arbiter.error}", file=sys.stderr)
+    if failure:
+        print(f"horizon: error: {failure}", file=sys.stderr)
     return code
 
 

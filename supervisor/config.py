@@ -23,6 +23,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from supervisor.frames import TaskKey
+
 Converter = Callable[[str], Any]
 
 SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -311,6 +313,10 @@ class Config:
     metrics: MetricsSection
     endpoint: EndpointSection
     source: str
+
+    @property
+    def key(self) -> TaskKey:
+        return TaskKey(self.task.service, self.task.name)
 
     @property
     def task_prefix(self) -> str:

@@ -1,14 +1,18 @@
-"""The container worker: starts (or adopts) the task's container, samples it every interval, stops it.
+"""The container worker: starts (or adopts) the task's container, samples it every interval, and acts on
+control requests (stop, pause, resume).
 
 It is the only process that talks to the Docker engine. Every sample goes to shared memory (for the
-endpoint) and, as a ``metrics`` frame, to the parent (for the publisher); ``info`` and ``status`` go
-both ways too. The container is found again by its name and labels, so a restarted worker, or a
-restarted supervisor, adopts the running container instead of starting a second one; an ended one
-that nobody recorded yet has its real exit code read and recorded.
+endpoint); every ``publish_every``-th one, and the last one before the task's end, also goes as a
+``metrics`` frame to the parent (for the publisher), so the parent and the publisher do not wake for
+samples they would not write. ``info`` and ``status`` go both ways too. The task's state moves only
+through its ``TaskMachine``. The container is found again by its name and labels, so a restarted worker,
+or a restarted supervisor, adopts the running (or paused) container instead of starting a second one;
+an ended one that nobody recorded yet has its real exit code read and recorded.
 
 Sampling runs on a fixed schedule (tick k at start + k * interval) and never waits on the engine:
 the counters come from the cgroup files, and the container's end is noticed by a thread blocked in
-the engine's wait call, which wakes the loop through a pipe.
+the engine's wait call, which wakes the loop through a pipe. The samples are the worker's heartbeat;
+every engine call is announced first with how long it may take (``Pulse.busy``).
 """
 
 from __future__ import annotations
@@ -20,40 +24,43 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from dataclasses import replace
+from typing import Any, Dict, Optional
 
 import docker
 import docker.errors
 import requests
 from docker.models.containers import Container
 
+from supervisor import frames
 from supervisor.config import Config
-from supervisor.lock import SeqFile
+from supervisor.frames import TaskKey
+from supervisor.link import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, WorkerStart
 from supervisor.restarts import Policy, Restarts, State as RestartState
-from workers import frames
-from workers.channel import Inbox, Outbox
-from workers.latest import Latest
-from workers.process import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, ParentWatch, become_worker
+from supervisor.shm import SharedMemory, TaskSlots
+from supervisor.channel import Outbox
+from supervisor.state import Ended, Status, TaskMachine, TaskState, utc_now
+from workers.process import Worker, become_worker
 from workers.sampler import Sampler
+from workers.seqfile import SeqFile
 
 log = logging.getLogger("container")
 
 LABEL_SERVICE = "horizon.service"
 LABEL_TASK = "horizon.task"
-ENGINE_TIMEOUT = 30
+ENGINE_TIMEOUT = 30  # seconds one engine call may take (the SDK's socket timeout)
 ENGINE_OUTAGE_LIMIT = 60.0  # seconds without the engine before the task is declared failed
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 LIVE = frozenset({"running", "paused", "restarting"})
-STOPPED, ENDED, ORPHANED = "stopped", "ended", "orphaned"
+MAX_WAIT = 0.5  # the loop turns at least this often: its heartbeat, and a look at its parent
 
 
 class FatalError(Exception):
     """A user-facing problem that restarting cannot fix (missing image, engine unreachable)."""
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class Orphaned(Exception):
+    """The parent is gone: leave the container running for the next supervisor to adopt."""
 
 
 def engine_time(value: Optional[str]) -> Optional[str]:
@@ -69,40 +76,88 @@ def container_name(config: Config) -> str:
     return f"{config.task.service}.{config.task.name}"
 
 
-def final_status(attrs: Dict[str, Any], stopped: bool) -> Dict[str, Any]:
-    """The status document of an ended container, from its inspect data."""
+def ended_run(attrs: Dict[str, Any], stopped: bool) -> Ended:
+    """How an ended container's run ended, from its inspect data."""
     state = attrs["State"]
     code = state.get("ExitCode")
     if stopped:
-        name, reason = "stopped", "stopped by the supervisor"
+        name, reason = TaskState.STOPPED, "stopped by the supervisor"
     elif state.get("OOMKilled"):
-        name, reason = "failed", "oom-killed: the task exceeded its memory limit"
+        name, reason = TaskState.FAILED, "oom-killed: the task exceeded its memory limit"
     elif state.get("Error"):
-        name, reason = "failed", state["Error"]
+        name, reason = TaskState.FAILED, state["Error"]
     elif code == 0:
-        name, reason = "exited", "exited"
+        name, reason = TaskState.EXITED, "exited"
     else:
-        name, reason = "failed", f"exited with code {code}"
-    return {
-        "state": name,
-        "exit_code": code,
-        "reason": reason,
-        "oom_killed": bool(state.get("OOMKilled")),
-        "started_at": engine_time(state.get("StartedAt")),
-        "finished_at": engine_time(state.get("FinishedAt")) or utc_now(),
-        "updated_at": utc_now(),
-    }
+        name, reason = TaskState.FAILED, f"exited with code {code}"
+    return Ended(
+        state=name, exit_code=code, reason=reason, oom_killed=bool(state.get("OOMKilled")),
+        started_at=engine_time(state.get("StartedAt")), finished_at=engine_time(state.get("FinishedAt")) or utc_now(),
+    )
+
+
+class TaskOutput:
+    """One task's documents on their way out: shared memory for the endpoint, frames for the parent.
+
+    It owns the task's ``seq`` (carried on from shared memory after a worker restart, or from the seq
+    file after a supervisor restart) and decides which samples also become frames: the first one, every
+    ``publish_every``-th, and the latest one when the run ends."""
+
+    def __init__(self, key: TaskKey, slots: TaskSlots, outbox: Outbox, publish_every: int, seq_file: SeqFile) -> None:
+        self.key = key
+        self.slots = slots
+        self.outbox = outbox
+        self.publish_every = publish_every
+        self.seq_file = seq_file
+        previous = slots.metrics.read_frame()
+        self.seq = max(int(previous.body.get("seq", 0)) if previous else 0, seq_file.load())
+        self.sent_any = False
+        self.unsent: Optional[bytes] = None  # the latest sample, when no frame carried it yet
+
+    def last_status(self) -> Optional[Status]:
+        """What a previous worker of this supervisor published last (None for the first worker)."""
+        previous = self.slots.status.read_frame()
+        return Status.from_dict(previous.body) if previous else None
+
+    def emit(self, kind: str, body: Dict[str, Any]) -> None:
+        slot = self.slots.slots.get(kind)
+        data = slot.write_frame(kind, self.key, body) if slot is not None else frames.encode(kind, self.key, body)
+        self.outbox.send_encoded(kind, self.key, data)
+
+    def status(self, status: Status) -> None:
+        if status.state.final or status.state is TaskState.RESTARTING:
+            self.send_latest_sample()  # the run's last sample goes with its end
+        self.emit("status", status.to_dict())
+
+    def sample(self, figures: Dict[str, Any], interval: float) -> None:
+        self.seq += 1
+        self.seq_file.store(self.seq)
+        body = {
+            "service": self.key.service, "task": self.key.name, "seq": self.seq,
+            "timestamp": round(time.time(), 6), "interval": interval,
+        }
+        body.update(figures)
+        self.unsent = self.slots.metrics.write_frame("metrics", self.key, body)
+        if not self.sent_any or self.seq % self.publish_every == 0:
+            self.send_latest_sample()
+
+    def send_latest_sample(self) -> None:
+        if self.unsent is not None:
+            self.outbox.send_encoded("metrics", self.key, self.unsent)
+            self.unsent = None
+            self.sent_any = True
 
 
 class ContainerWorker:
-    def __init__(self, config: Config, latest: Latest, inbox: Inbox, outbox: Outbox, watch: ParentWatch) -> None:
+    def __init__(self, config: Config, output: TaskOutput, worker: Worker) -> None:
         self.config = config
-        self.latest = latest
-        self.inbox = inbox
-        self.outbox = outbox
-        self.watch = watch
+        self.output = output
+        self.inbox = worker.inbox
+        self.outbox = worker.outbox
+        self.watch = worker.watch
+        self.pulse = worker.pulse
         self.stop_requested = False
-        self.started_at: Optional[str] = None
+        self.pause_requested: Optional[bool] = None  # True: pause, False: resume, None: nothing asked
         self.start_error: Optional[str] = None
         self.engine_retry_at = 0.0
         self.outage_seen = False  # the engine went away while this run of the container was watched
@@ -112,44 +167,39 @@ class ContainerWorker:
         ))
         self._wake_r, self._wake_w = os.pipe()
         self._exit_seen = threading.Event()
-        self.seq_file = SeqFile(config)
-        self._seq = max(self._last_seq(), self.seq_file.load())  # a restarted worker, or supervisor, goes on
-        self.restart_count = self._last_restart_count()
+        last = output.last_status()  # a restarted worker goes on counting the task's restarts
+        self.machine = TaskMachine(restarts=last.restarts if last else 0)
 
     # -- talking to the parent ----------------------------------------------------------------
 
-    def _last_seq(self) -> int:
-        previous = self.latest.metrics.read_frame()
-        return int(previous.body.get("seq", 0)) if previous else 0
-
-    def _last_restart_count(self) -> int:
-        previous = self.latest.status.read_frame()
-        return int(previous.body.get("restarts") or 0) if previous else 0
-
-    def emit(self, kind: str, body: Dict[str, Any]) -> None:
-        slot = self.latest.slots.get(kind)
-        data = slot.write_frame(kind, body) if slot else frames.encode(kind, body)
-        self.outbox.send_encoded(kind, data)
-
-    def emit_status(self, state: str) -> None:
-        self.emit("status", {
-            "state": state, "exit_code": None, "reason": None, "started_at": self.started_at,
-            "updated_at": utc_now(), "restarts": self.restart_count,
-        })
+    def move(self, to: TaskState, ended: Optional[Ended] = None, restart_in_s: Optional[float] = None) -> None:
+        """Move the task's state and publish it; an illegal move is refused and logged by the machine."""
+        if self.machine.move(to):
+            self.output.status(self.machine.status(ended, restart_in_s))
 
     def read_control(self) -> None:
         for frame in self.inbox.read():
-            if frame.kind == "stop":
+            if frame.kind != "control" or frame.task != self.output.key:
+                continue
+            action = frame.body.get("action")
+            if action == "stop":
                 self.stop_requested = True
+            elif action in ("pause", "resume"):
+                self.pause_requested = action == "pause"
         if self.inbox.eof:
-            raise SystemExit(EXIT_ORPHANED)
+            raise Orphaned()
+
+    def check_parent(self) -> None:
+        if self.watch.gone():
+            raise Orphaned()
 
     # -- the engine ---------------------------------------------------------------------------
 
     def connect(self) -> docker.DockerClient:
         try:
-            client = docker.from_env(timeout=ENGINE_TIMEOUT)
-            client.ping()
+            with self.pulse.busy(2 * ENGINE_TIMEOUT):
+                client = docker.from_env(timeout=ENGINE_TIMEOUT)
+                client.ping()
             return client
         except docker.errors.DockerException as exc:
             raise FatalError(
@@ -159,23 +209,32 @@ class ContainerWorker:
     def ensure_image(self, client: docker.DockerClient) -> None:
         image = self.config.task.image
         try:
-            client.images.get(image)
+            with self.pulse.busy(ENGINE_TIMEOUT):
+                client.images.get(image)
             return
         except docker.errors.ImageNotFound:
             pass
         log.info("image %s is not on this host; pulling it", image)
+        repository, tag = docker.utils.parse_repository_tag(image)
         try:
-            client.images.pull(image)
+            self.pulse.expect(ENGINE_TIMEOUT)
+            for line in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                self.pulse.expect(ENGINE_TIMEOUT)  # a pull takes as long as it takes, a line at a time
+                if "error" in line:
+                    raise docker.errors.APIError(line["error"])
         except docker.errors.DockerException as exc:
             reason = getattr(exc, "explanation", None) or exc
             raise FatalError(
                 f"image {image!r} is not on this host and cannot be pulled ({reason}): "
                 "load or build it first (docker load / docker import), or fix [task] image"
             ) from None
+        finally:
+            self.pulse.beat()
 
     def find(self, client: docker.DockerClient) -> Optional[Container]:
         try:
-            container = client.containers.get(container_name(self.config))
+            with self.pulse.busy(ENGINE_TIMEOUT):
+                container: Container = client.containers.get(container_name(self.config))
         except docker.errors.NotFound:
             return None
         labels = container.labels
@@ -189,17 +248,19 @@ class ContainerWorker:
         task = self.config.task
         self.ensure_image(client)
         try:
-            return client.containers.create(
-                task.image,
-                command=list(task.command),
-                name=container_name(self.config),
-                labels={LABEL_SERVICE: task.service, LABEL_TASK: task.name},
-                network_mode=task.network,
-                environment=task.environment,
-                mem_limit=task.memory,
-                stop_signal=task.stop_signal,
-                detach=True,
-            )
+            with self.pulse.busy(ENGINE_TIMEOUT):
+                container: Container = client.containers.create(
+                    task.image,
+                    command=list(task.command),
+                    name=container_name(self.config),
+                    labels={LABEL_SERVICE: task.service, LABEL_TASK: task.name},
+                    network_mode=task.network,
+                    environment=task.environment,
+                    mem_limit=task.memory,
+                    stop_signal=task.stop_signal,
+                    detach=True,
+                )
+            return container
         except docker.errors.DockerException as exc:
             reason = getattr(exc, "explanation", None) or exc
             raise FatalError(f"cannot create the container for {task.image!r}: {reason}") from None
@@ -214,7 +275,7 @@ class ContainerWorker:
             "tags": list(task.tags),
             "container_id": container.id,
             "host": socket.gethostname(),
-            "started_at": self.started_at,
+            "started_at": self.machine.started_at,
         }
 
     def watch_exit(self, container: Container) -> None:
@@ -249,100 +310,97 @@ class ContainerWorker:
                 log.info("created container %s (%s)", container.name, container.short_id)
             return self.supervise(container)
         except FatalError as exc:
-            self.emit("error", {"message": str(exc)})
+            self.output.emit("error", {"message": str(exc)})
             self.outbox_drain()
             return EXIT_FATAL
+        except Orphaned:
+            log.warning("the supervisor is gone; leaving the container running for the next one to adopt")
+            return EXIT_ORPHANED
 
     def supervise(self, container: Container) -> int:
         self.read_control()  # a stop may have come while the container was found or created
         if container.status == "created":
-            self.emit("info", self.info(container))
-            self.emit_status("starting")
+            self.output.emit("info", self.info(container))
+            self.output.status(self.machine.status())  # starting: a new container, about to start
             if self.stop_requested:  # never start it
-                return self.finish(container, final_status(container.attrs, stopped=True))
+                return self.finish(container, ended_run(container.attrs, stopped=True))
             started = self.start(container)
         elif container.status in LIVE:
-            log.info("adopting running container %s (%s)", container.name, container.short_id)
+            log.info("adopting %s container %s (%s)", container.status, container.name, container.short_id)
             self.mark_started(container)
             started = True
         else:
             log.info("container %s ended while no worker watched it", container.name)
             self.mark_started(container)
             if self.stop_requested:  # a worker killed while stopping it: this is the stop's end
-                return self.finish(container, final_status(container.attrs, stopped=True))
+                return self.finish(container, ended_run(container.attrs, stopped=True))
             started = False  # its end meets the restart policy like any other
         while True:
-            status = self.ended(container)
-            if started:
-                outcome = self.watch_until_end(container)
-                if outcome == ORPHANED:
-                    return EXIT_ORPHANED
-                if outcome == STOPPED:
-                    return self.finish(container, final_status(container.attrs, stopped=True))
-                status = outcome if isinstance(outcome, dict) else self.ended(container)
-            if not self.wants_restart(status):
-                return self.finish(container, status)
+            ended = self.watch_until_end(container) if started else self.ended(container)
+            if ended.state is TaskState.STOPPED or not self.wants_restart(ended):
+                return self.finish(container, ended)
             if self.restarts.died(time.monotonic()) is RestartState.FATAL:
-                status.update(state="failed", reason=f"gave up after {self.restart_count} restarts: {status['reason']}")
-                return self.finish(container, status)
-            if not self.back_off(status):
-                return self.finish(container, final_status(container.attrs, stopped=True))
-            self.restart_count += 1
+                reason = f"gave up after {self.machine.restarts} restarts: {ended.reason}"
+                return self.finish(container, replace(ended, state=TaskState.FAILED, reason=reason))
+            if not self.back_off(ended):
+                return self.finish(container, ended_run(container.attrs, stopped=True))
+            self.machine.restarts += 1
             started = self.start(container)
 
     def mark_started(self, container: Container) -> None:
-        """Publish a (re)started container: info with its start time, status running."""
-        self.started_at = engine_time(container.attrs["State"].get("StartedAt"))
+        """Publish a (re)started or adopted container: info with its start time, and its live state
+        (unless a stop is already asked for: the loop moves it to stopping at once)."""
+        self.machine.started_at = engine_time(container.attrs["State"].get("StartedAt"))
         self.restarts.started(time.monotonic())
-        self.emit("info", self.info(container))
-        if container.status in LIVE:
-            self.emit_status("running")
+        self.output.emit("info", self.info(container))
+        if container.status in LIVE and not self.stop_requested:
+            self.move(TaskState.PAUSED if container.status == "paused" else TaskState.RUNNING)
 
     def start(self, container: Container) -> bool:
         """Start the container; False when the engine refuses (command not found, ...)."""
         self.restarts.started(time.monotonic())  # a refused start counts as a start, or it never gives up
-        try:
-            container.start()
-        except docker.errors.APIError as exc:
+        with self.pulse.busy(2 * ENGINE_TIMEOUT):
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                container.reload()
+                self.start_error = exc.explanation or str(exc)
+                return False
             container.reload()
-            self.start_error = exc.explanation or str(exc)
-            return False
-        container.reload()
         self.start_error = None
         self.outage_seen = False
         self.mark_started(container)
         return container.status in LIVE
 
-    def ended(self, container: Container) -> Dict[str, Any]:
-        status = final_status(container.attrs, stopped=False)
+    def ended(self, container: Container) -> Ended:
+        ended = ended_run(container.attrs, stopped=False)
         if self.start_error:
-            status.update(state="failed", reason=f"cannot start: {self.start_error}")
-        elif self.outage_seen and status["state"] != "exited":
-            status["reason"] += " while the Docker engine was unreachable (restarted?)"
-        return status
+            return replace(ended, state=TaskState.FAILED, reason=f"cannot start: {self.start_error}")
+        if self.outage_seen and ended.state is not TaskState.EXITED:
+            return replace(ended, reason=f"{ended.reason} while the Docker engine was unreachable (restarted?)")
+        return ended
 
-    def wants_restart(self, status: Dict[str, Any]) -> bool:
+    def wants_restart(self, ended: Ended) -> bool:
         policy = self.config.task.restart
-        return policy == "always" or (policy == "on-failure" and status["state"] == "failed")
+        return policy == "always" or (policy == "on-failure" and ended.state is TaskState.FAILED)
 
-    def back_off(self, status: Dict[str, Any]) -> bool:
+    def back_off(self, ended: Ended) -> bool:
         """Publish ``restarting`` and wait out the delay; False when a stop came meanwhile."""
         restart_at = self.restarts.restart_at or time.monotonic()
         delay = max(0.0, restart_at - time.monotonic())
-        log.info("task %s (%s); restart %d in %.1f s", status["state"], status["reason"], self.restarts.tries, delay)
-        self.emit("status", dict(status, state="restarting", restarts=self.restart_count, restart_in_s=round(delay, 3)))
+        log.info("task %s (%s); restart %d in %.1f s", ended.state.value, ended.reason, self.restarts.tries, delay)
+        self.move(TaskState.RESTARTING, ended, restart_in_s=round(delay, 3))
         while time.monotonic() < restart_at:
-            if self.watch.gone():
-                raise SystemExit(EXIT_ORPHANED)
-            self.read_control()
+            self.check_parent()
             if self.stop_requested:
                 return False
+            self.pulse.beat()
             self.wait_until(restart_at)
-        return True
+        return not self.stop_requested
 
-    def watch_until_end(self, container: Container) -> Any:
-        """Sample on schedule until the container ends (ENDED, or a status dict when it vanished),
-        a stop is requested (STOPPED), or the parent is gone (ORPHANED). Rides out engine outages."""
+    def watch_until_end(self, container: Container) -> Ended:
+        """Sample on schedule until the container ends or a stop is asked for (then stop it); act on
+        pause and resume meanwhile. Rides out engine outages; raises Orphaned when the parent is gone."""
         interval = self.config.metrics.interval
         sampler = self._sampler(container)
         self.watch_exit(container)
@@ -350,18 +408,18 @@ class ContainerWorker:
         outage_since: Optional[float] = None
         try:
             while True:
-                if self.watch.gone():
-                    log.warning("the supervisor is gone; leaving the container running for the next one to adopt")
-                    return ORPHANED
-                self.read_control()
+                self.check_parent()
                 if self.stop_requested:
                     self.stop(container)
-                    return STOPPED
+                    return ended_run(container.attrs, stopped=True)
+                if self.pause_requested is not None:
+                    self.pause_or_resume(container, self.pause_requested)
                 now = time.monotonic()
                 if self._exit_seen.is_set() and now >= self.engine_retry_at:
                     try:
-                        container.reload()
-                        self.confirm_engine()
+                        with self.pulse.busy(2 * ENGINE_TIMEOUT):
+                            container.reload()
+                            self.confirm_engine()
                     except docker.errors.NotFound:
                         return self.vanished("the container was removed behind the supervisor's back")
                     except ENGINE_ERRORS as exc:
@@ -377,7 +435,7 @@ class ContainerWorker:
                             log.info("the Docker engine answers again")
                             outage_since = None
                         if container.status not in LIVE:
-                            return ENDED
+                            return self.ended(container)
                         self.outage_seen = False  # the container outlived the outage (live-restore)
                         self.watch_exit(container)  # the wait call was lost, the container lives on
                 if now >= next_tick:
@@ -386,10 +444,27 @@ class ContainerWorker:
                     next_tick += interval
                     if next_tick <= now:  # fell behind (a stalled host): skip, never burst
                         next_tick = now + interval
+                self.pulse.beat()
                 self.wait_until(min(next_tick, self.engine_retry_at) if self._exit_seen.is_set() else next_tick)
         finally:
             if sampler is not None:
                 sampler.close()
+
+    def pause_or_resume(self, container: Container, pause: bool) -> None:
+        """``docker pause`` (the cgroup freezer) or unpause; sampling goes on either way."""
+        self.pause_requested = None
+        have, want = (TaskState.RUNNING, TaskState.PAUSED) if pause else (TaskState.PAUSED, TaskState.RUNNING)
+        if self.machine.state is not have:
+            log.info("%s asked while the task is %s: nothing to do", "pause" if pause else "resume", self.machine.state.value)
+            return
+        try:
+            with self.pulse.busy(2 * ENGINE_TIMEOUT):
+                container.pause() if pause else container.unpause()
+                container.reload()
+        except ENGINE_ERRORS as exc:
+            log.error("the Docker engine failed to %s the container: %s", "pause" if pause else "resume", exc)
+            return
+        self.move(want)
 
     def confirm_engine(self) -> None:
         """Raise unless a new connection reaches the engine.
@@ -405,10 +480,10 @@ class ContainerWorker:
         finally:
             client.close()
 
-    def vanished(self, reason: str) -> Dict[str, Any]:
+    def vanished(self, reason: str) -> Ended:
         log.error("%s", reason)
-        return {"state": "failed", "exit_code": None, "reason": reason, "oom_killed": False,
-                "started_at": self.started_at, "finished_at": utc_now(), "updated_at": utc_now()}
+        return Ended(state=TaskState.FAILED, exit_code=None, reason=reason, started_at=self.machine.started_at,
+                     finished_at=utc_now())
 
     def _sampler(self, container: Container) -> Optional[Sampler]:
         pid = container.attrs["State"].get("Pid")
@@ -423,46 +498,43 @@ class ContainerWorker:
             figures = sampler.sample(now)
         except OSError:
             return  # the cgroup is going away: the wait thread reports the end
-        self._seq += 1
-        self.seq_file.store(self._seq)
-        body = {
-            "service": self.config.task.service,
-            "task": self.config.task.name,
-            "seq": self._seq,
-            "timestamp": round(time.time(), 6),
-            "interval": self.config.metrics.interval,
-        }
-        body.update(figures)
-        self.emit("metrics", body)
+        self.output.sample(figures, self.config.metrics.interval)
 
     def wait_until(self, deadline: float) -> None:
+        """Wait for the deadline, a frame from the parent, or the wait thread; at most MAX_WAIT."""
         writers = [self.outbox.fd] if self.outbox.pending else []
-        timeout = max(0.0, deadline - time.monotonic())
+        timeout = min(max(0.0, deadline - time.monotonic()), MAX_WAIT)
         readable, writable, _ = select.select([self.inbox.fd, self._wake_r], writers, [], timeout)
         if self._wake_r in readable:
             os.read(self._wake_r, 64)
+        if self.inbox.fd in readable:
+            self.read_control()
         if writable:
             self.outbox.flush()
 
     def stop(self, container: Container) -> None:
         task = self.config.task
+        self.move(TaskState.STOPPING)
         log.info("stopping container %s: %s, then SIGKILL after %ss", container.name, task.stop_signal, task.stop_timeout)
         try:
-            container.stop(timeout=task.stop_timeout)
-            container.reload()
+            with self.pulse.busy(task.stop_timeout + 2 * ENGINE_TIMEOUT):
+                if container.status == "paused":  # a frozen task cannot handle its stop signal
+                    container.unpause()
+                container.stop(timeout=task.stop_timeout)
+                container.reload()
         except docker.errors.NotFound:
             pass
         except ENGINE_ERRORS as exc:
             log.error("the Docker engine failed to stop the container: %s", exc)
 
-    def finish(self, container: Container, status: Dict[str, Any]) -> int:
-        status["restarts"] = self.restart_count
-        self.emit("status", status)
-        self.seq_file.remove()
-        log.info("task %s: %s (exit code %s)", status["state"], status["reason"], status["exit_code"])
+    def finish(self, container: Container, ended: Ended) -> int:
+        self.move(ended.state, ended)
+        self.output.seq_file.remove()
+        log.info("task %s: %s (exit code %s)", ended.state.value, ended.reason, ended.exit_code)
         if self.config.task.remove:
             try:
-                container.remove(force=True)
+                with self.pulse.busy(ENGINE_TIMEOUT):
+                    container.remove(force=True)
             except docker.errors.NotFound:
                 pass
             except ENGINE_ERRORS as exc:
@@ -474,7 +546,8 @@ class ContainerWorker:
         """Hand every pending frame to the parent before exiting (it reads continuously)."""
         deadline = time.monotonic() + timeout
         while not self.outbox.flush() and time.monotonic() < deadline:
-            select.select([], [self.outbox.fd], [], max(0.0, deadline - time.monotonic()))
+            self.pulse.beat()
+            select.select([], [self.outbox.fd], [], min(MAX_WAIT, max(0.0, deadline - time.monotonic())))
 
 
 SAMPLER_NICE = -10  # ahead of the endpoint and the task's own load: ~0.1 ms of CPU a sample starves nobody
@@ -489,9 +562,10 @@ def raise_priority() -> None:
         log.debug("cannot raise the sampler's priority (not root); sampling at the default priority")
 
 
-def run(config: Config, latest: Latest, inbox_fd: int, outbox_fd: int, parent_fds: List[int], log_level: int) -> None:
+def run(start: WorkerStart, config: Config, shm: SharedMemory) -> None:
     """Entry point of the container worker process."""
-    watch = become_worker("container", log_level, parent_fds)
+    worker = become_worker(start, period=min(config.metrics.interval, MAX_WAIT))
     raise_priority()
-    worker = ContainerWorker(config, latest, Inbox(inbox_fd), Outbox(outbox_fd), watch)
-    sys.exit(worker.run())
+    key = config.key
+    output = TaskOutput(key, shm.tasks[key], worker.outbox, config.metrics.publish_every, SeqFile(config))
+    sys.exit(ContainerWorker(config, output, worker).run())

@@ -34,9 +34,11 @@ import tornado.httputil
 import tornado.ioloop
 import tornado.web
 
-from workers.channel import Inbox
-from workers.latest import Latest, Slot
-from workers.process import ParentWatch, become_worker
+from supervisor.frames import TaskKey
+from supervisor.link import WorkerStart
+from supervisor.shm import SharedMemory, Slot, TaskSlots
+from supervisor.state import Status, TaskState
+from workers.process import become_worker
 
 log = logging.getLogger("endpoint")
 
@@ -47,7 +49,7 @@ SERVER_OPTIONS: Dict[str, Any] = {
     "idle_connection_timeout": 60, "body_timeout": 10,  # the idle timeout also bounds a stalled header
 }
 STALE_INTERVALS = 3  # a sample older than this many intervals (and at least 2 s) is not fresh
-PARENT_CHECK_MS = 500
+BEAT_MS = 500  # the event loop's heartbeat, and a look at the parent: the only wake-up while idle
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}  # every answer's, no Server
 
 
@@ -67,15 +69,15 @@ def parse_time(value: Optional[str]) -> Optional[float]:
 
 
 class Documents:
-    """Decoded shared-memory documents, cached by their slot's sequence number."""
+    """One task's decoded shared-memory documents, cached by their slot's sequence number."""
 
-    def __init__(self, latest: Latest) -> None:
-        self.latest = latest
+    def __init__(self, slots: TaskSlots) -> None:
+        self.slots = slots
         self._cache: Dict[str, Tuple[int, Optional[Dict[str, Any]], Optional[bytes]]] = {}
 
     def get(self, name: str) -> Tuple[Optional[Dict[str, Any]], Optional[bytes]]:
         """(document, its JSON) or (None, None) when the slot is empty."""
-        slot: Slot = self.latest.slots[name]
+        slot: Slot = self.slots.slots[name]
         seq = slot.seq
         cached = self._cache.get(name)
         if cached is None or cached[0] != seq:
@@ -119,16 +121,18 @@ class JsonHandler(tornado.web.RequestHandler):
         self.get(*args)
 
     def status_document(self) -> Dict[str, Any]:
-        status = self.documents.get("status")[0] or {"state": "starting", "exit_code": None}
-        started = parse_time(status.get("started_at"))
-        ended = parse_time(status.get("finished_at")) or time.time()
+        document = self.documents.get("status")[0]
+        status = Status.from_dict(document) if document else Status(TaskState.STARTING, updated_at="")
+        started = parse_time(status.started_at)
+        ended = parse_time(status.finished_at) or time.time()
         return {
-            "state": status["state"],
-            "running": status["state"] == "running",
-            "exit_code": status.get("exit_code"),
-            "reason": status.get("reason"),
-            "started_at": status.get("started_at"),
-            "finished_at": status.get("finished_at"),
+            "state": status.state.value,
+            "running": status.running,
+            "exit_code": status.exit_code,
+            "reason": status.reason,
+            "started_at": status.started_at,
+            "finished_at": status.finished_at,
+            "restarts": status.restarts,
             "uptime_s": round(ended - started, 3) if started else 0.0,
         }
 
@@ -172,8 +176,8 @@ class NotFoundHandler(JsonHandler):
         raise tornado.web.HTTPError(404)
 
 
-def make_app(latest: Latest, endpoint: Dict[str, Any], interval: float) -> tornado.web.Application:
-    shared = {"documents": Documents(latest), "endpoint": endpoint, "interval": interval}
+def make_app(slots: TaskSlots, endpoint: Dict[str, Any], interval: float) -> tornado.web.Application:
+    shared = {"documents": Documents(slots), "endpoint": endpoint, "interval": interval}
     routes = [
         (r"/metrics", MetricsHandler, shared),
         (r"/status", StatusHandler, shared),
@@ -232,27 +236,31 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
             self.inner.on_connection_close()
 
 
-def run(latest: Latest, sockets: List[socket.socket], endpoint: Dict[str, Any], interval: float,
-        inbox_fd: int, parent_fds: List[int], log_level: int) -> None:
+def run(start: WorkerStart, shm: SharedMemory, key: TaskKey, sockets: List[socket.socket],
+        endpoint: Dict[str, Any], interval: float) -> None:
     """Entry point of the endpoint worker process; its IOLoop is made here, after the fork.
 
     Nothing is ever sent on its inbox: EOF there means the parent closed it (time to go) or died.
     """
-    watch: ParentWatch = become_worker("endpoint", log_level, parent_fds)
-    inbox = Inbox(inbox_fd)
+    worker = become_worker(start, period=BEAT_MS / 1000)
+    worker.outbox.close()  # the endpoint says nothing to the parent
     # No line per request: a client's bad request is its own business, 503 is an answer, and a handler
     # that fails is logged with its traceback by tornado.application.
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
-    logging.getLogger("tornado.general").setLevel(max(log_level, logging.WARNING))
-    server = tornado.httpserver.HTTPServer(FastMetrics(make_app(latest, endpoint, interval)), **SERVER_OPTIONS)
+    logging.getLogger("tornado.general").setLevel(max(start.log_level, logging.WARNING))
+    server = tornado.httpserver.HTTPServer(FastMetrics(make_app(shm.tasks[key], endpoint, interval)), **SERVER_OPTIONS)
     server.add_sockets(sockets)
     loop = tornado.ioloop.IOLoop.current()
 
     def check_parent(*_: Any) -> None:
-        inbox.read()
-        if inbox.eof or watch.gone():
+        worker.inbox.read()
+        if worker.inbox.eof or worker.watch.gone():
             loop.stop()
 
-    loop.add_handler(inbox.fd, check_parent, tornado.ioloop.IOLoop.READ)
-    tornado.ioloop.PeriodicCallback(check_parent, PARENT_CHECK_MS).start()
+    def beat() -> None:
+        worker.pulse.beat()  # runs only when the event loop turns: a stuck loop misses it
+        check_parent()
+
+    loop.add_handler(worker.inbox.fd, check_parent, tornado.ioloop.IOLoop.READ)
+    tornado.ioloop.PeriodicCallback(beat, BEAT_MS).start()
     loop.start()

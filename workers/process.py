@@ -1,7 +1,10 @@
-"""What every worker process does first, and how it tells the parent why it ended.
+"""What every worker process does first, how it notices its parent is gone, and how it shows progress.
 
-Exit codes are the worker-to-parent error channel (as in gunicorn): the parent restarts a worker that
-crashed, but never one that ended with ``EXIT_DONE`` or ``EXIT_FATAL``.
+Exit codes (``supervisor.link``) tell the parent why a worker ended; its heartbeat tells the parent
+that it still makes progress (gunicorn's worker timeout). A worker promises its next beat within a
+short ``period`` while it loops, and announces a longer wait before a call that may legitimately take
+that long (an etcd request bounded by its timeout, a Docker call, a container stop): ``Pulse.busy``.
+The parent kills a worker that is past its promise by more than a grace, and restarts it.
 """
 
 from __future__ import annotations
@@ -9,26 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterator
 
-EXIT_DONE = 0  # finished its job: the task's end is recorded, or the final record is written
-EXIT_FATAL = 3  # a user-facing error was sent in an ``error`` frame; restarting cannot help
-EXIT_ORPHANED = 4  # the parent is gone
+from supervisor.channel import Inbox, Outbox
+from supervisor.link import WorkerStart
+from supervisor.logs import configure_logging
+from supervisor.shm import Heartbeat
 
-LOG_FORMAT = "%(asctime)s horizon[%(process)d] %(name)s %(levelname)s %(message)s"
-
-
-def configure_logging(level: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # python-etcd logs every failed request at ERROR; the publisher reports outages itself.
-    logging.getLogger("etcd").setLevel(logging.CRITICAL)
-    for chatty in ("urllib3", "docker", "asyncio"):
-        logging.getLogger(chatty).setLevel(max(level, logging.INFO))
+# A beat is due within two loop periods and this slack; the parent allows HANG_GRACE more before it
+# kills, so a loaded host's scheduling delays are not hangs.
+BEAT_SLACK = 0.25
 
 
 def name_process(title: str) -> None:
@@ -50,8 +44,43 @@ class ParentWatch:
         return os.getppid() != self.ppid
 
 
-def become_worker(name: str, log_level: int, parent_fds: Iterable[int]) -> ParentWatch:
-    """Reset what the fork inherited from the parent: signal handlers, wakeup fd, the parent's pipe ends."""
+class Pulse:
+    """The worker side of its heartbeat: ``beat()`` on every turn of its loop, ``busy(s)`` around a wait."""
+
+    def __init__(self, heartbeat: Heartbeat, period: float) -> None:
+        self.heartbeat = heartbeat
+        self.period = period
+
+    def beat(self) -> None:
+        self.heartbeat.promise(2 * self.period + BEAT_SLACK)
+
+    def expect(self, seconds: float) -> None:
+        """The next beat may take ``seconds`` (one bounded request starts now)."""
+        self.heartbeat.promise(seconds + BEAT_SLACK)
+
+    @contextmanager
+    def busy(self, seconds: float) -> Iterator[None]:
+        self.expect(seconds)
+        try:
+            yield
+        finally:
+            self.beat()
+
+
+class Worker:
+    """What every worker has once set up: its pipes, a watch on its parent, and its pulse."""
+
+    def __init__(self, start: WorkerStart, period: float) -> None:
+        self.inbox = Inbox(start.inbox_fd)
+        self.outbox = Outbox(start.outbox_fd)
+        self.watch = ParentWatch()
+        self.pulse = Pulse(start.heartbeat, period)
+        self.pulse.beat()
+
+
+def become_worker(start: WorkerStart, period: float) -> Worker:
+    """Reset what the fork inherited from the parent (signal handlers, wakeup fd, the parent's pipe
+    ends), set up logging and the process name, and beat once: the worker is up."""
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_DFL)
@@ -60,12 +89,12 @@ def become_worker(name: str, log_level: int, parent_fds: Iterable[int]) -> Paren
     # (the parent closed it, or died).
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
-    for fd in parent_fds:
+    for fd in start.parent_fds:
         try:
             os.close(fd)
         except OSError:
             pass
-    configure_logging(log_level)
-    name_process(f"hz-{name}")
-    logging.getLogger(name).debug("worker started")
-    return ParentWatch()
+    configure_logging(start.log_level)
+    name_process(f"hz-{start.role}")
+    logging.getLogger(start.role).debug("worker started")
+    return Worker(start, period)

@@ -1,11 +1,13 @@
-"""The publisher worker: keeps the task's record in etcd equal to what the task is, whatever etcd does.
+"""The publisher worker: keeps each task's record in etcd equal to what the task is, whatever etcd does.
 
-It is the only process that talks to etcd, so a slow or dead etcd stalls nothing else. It works as
-a reconciler: frames from the parent update the wanted documents; the loop writes what changed,
-extends the record's TTL well before it lapses, re-creates the whole record when it was deleted or
-expired behind our back, and republishes everything after an outage. Metrics are coalesced: only
-the newest sample is ever written, every ``publish_every`` samples. Samples that could not be written
-during an outage are summarised (count and time span) in the status document, not replayed.
+It is the only process that talks to etcd, so a slow or dead etcd stalls nothing else. Each task has a
+``TaskRecord``, a reconciler: frames from the parent (routed by their task) update the wanted
+documents; the loop writes what changed, extends the record's TTL well before it lapses, re-creates the
+whole record when it was deleted or expired behind our back, and republishes everything after an
+outage. Metrics are coalesced: the container worker sends every ``publish_every``-th sample, and only
+the newest one is ever written. Samples that could not be written during an outage are summarised
+(count and time span) in the status document, not replayed. Before every etcd request the worker's
+heartbeat is moved out by that request's bound, so a frozen etcd never gets the publisher killed as hung.
 
 Keys are created only by a full sync, right after their directory gets its TTL, and are otherwise
 only updated: etcd v2 quietly re-creates a deleted directory, without a TTL, around any key written
@@ -28,20 +30,22 @@ import logging
 import select
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional, Set
 
 from supervisor.config import Config
-from workers.channel import Inbox, Outbox
-from workers.process import EXIT_DONE, EXIT_ORPHANED, ParentWatch, become_worker
+from supervisor.frames import Frame, TaskKey
+from supervisor.link import EXIT_DONE, EXIT_ORPHANED, WorkerStart
+from supervisor.state import Status
+from workers.process import Worker, become_worker
 from workers.registry import EtcdV2Registry, Missing, Refused, Registry, Unavailable
 
 log = logging.getLogger("publisher")
 
-FINAL_STATES = frozenset({"exited", "failed", "stopped"})
 # The order keys are written in. ``running`` goes before ``status``: a reader that sees a state in
 # ``status`` then always sees ``running`` agree with it (etcd v2 has no multi-key transactions).
 KEYS = ("info", "endpoint", "metrics", "running", "status")
 RETRY_MIN, RETRY_MAX = 0.2, 2.0
+MAX_WAIT = 0.5  # the loop turns at least this often: its heartbeat, and a look at its parent
 
 
 def dumps(document: Any) -> str:
@@ -77,26 +81,25 @@ class Gap:
         return {"samples": self.count, "from": self.first, "to": self.last}
 
 
-class Publisher:
-    def __init__(self, config: Config, registry: Registry, endpoint: Dict[str, Any], inbox: Inbox, outbox: Outbox,
-                 watch: ParentWatch, clock: Any = time.monotonic) -> None:
+class TaskRecord:
+    """One task's record in etcd, reconciled with the documents its frames bring."""
+
+    def __init__(self, config: Config, registry: Registry, endpoint: Dict[str, Any],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.registry = registry
-        self.inbox = inbox
-        self.outbox = outbox
-        self.watch = watch
         self.clock = clock
         self.prefix = config.task_prefix
         self.documents: Dict[str, Any] = {"endpoint": endpoint}
-        self.dirty: set = set()
+        self.status: Optional[Status] = None
+        self.dirty: Set[str] = set()
         self.synced = False  # the whole record is known to be in etcd
-        self.written: set = set()  # keys the last full sync created: only these may be updated
+        self.written: Set[str] = set()  # keys the last full sync created: only these may be updated
         self.connected: Optional[bool] = None
         self.refused: Optional[str] = None  # why etcd said no, when it answered but refused us
         self.finishing = False
         self.finish_by = float("inf")
         self.reported: Dict[str, Any] = {}
-        self.samples_seen = 0
         self.gap = Gap()
         self.last_gap: Optional[Dict[str, Any]] = None
         self.next_refresh = 0.0
@@ -110,20 +113,21 @@ class Publisher:
 
     @property
     def final(self) -> bool:
-        return self.documents.get("status", {}).get("state") in FINAL_STATES
+        return self.status is not None and self.status.state.final
 
     def take(self, kind: str, body: Dict[str, Any]) -> None:
+        if self.connected:
+            self.retry_at = min(self.retry_at, self.clock())  # news to write: no need to wait for a look
         if kind == "metrics":
-            self.samples_seen += 1
             self.documents["metrics"] = body
-            if self.samples_seen % self.config.metrics.publish_every == 1 or self.config.metrics.publish_every == 1:
-                self.dirty.add("metrics")
+            self.dirty.add("metrics")
             if not self.synced and self.connected is False:
                 self.gap.add(body.get("seq"), body.get("timestamp", time.time()))
         elif kind == "status":
-            self.documents["status"] = body
+            self.status = Status.from_dict(body)
+            self.documents["status"] = self.status.to_dict()
             self.dirty.update(("status", "running"))
-            if self.final:
+            if self.final and "metrics" in self.documents:
                 self.dirty.add("metrics")  # the last sample goes with the final state
         elif kind == "info":
             self.documents["info"] = body
@@ -135,7 +139,7 @@ class Publisher:
 
     def render(self, name: str) -> str:
         if name == "running":
-            return dumps(self.documents.get("status", {}).get("state") == "running")
+            return dumps(self.status is not None and self.status.running)
         if name == "status" and self.last_gap:
             return dumps(dict(self.documents["status"], last_gap=self.last_gap))
         return dumps(self.documents[name])
@@ -180,6 +184,7 @@ class Publisher:
         try:
             if "info" not in self.documents:
                 self.registry.ping(self.config.etcd.namespace)  # nothing is written before the container exists
+                self.retry_at = now + self.retry_max  # till then, a look now and then says whether etcd answers
             elif self.needs_sync():
                 announce = not self.synced
                 self.sync_all()
@@ -218,50 +223,84 @@ class Publisher:
 
     def published_state(self) -> Optional[str]:
         """The task state etcd holds now, as far as we know (None: not in etcd, or not yet current)."""
-        if not self.synced or "status" in self.dirty:
+        if not self.synced or "status" in self.dirty or self.status is None:
             return None
-        return self.documents.get("status", {}).get("state")
+        return self.status.state.value
 
-    def report(self) -> None:
+    def changed_report(self) -> Optional[Dict[str, Any]]:
+        """The body of an ``etcd`` frame for the parent, when it differs from the last one sent."""
         body = {"connected": bool(self.connected), "state": self.published_state(), "refused": self.refused}
-        if body != self.reported:
-            self.reported = body
-            try:
-                self.outbox.send("registry", body)
-            except BrokenPipeError:
-                pass
-
-    # -- loop -------------------------------------------------------------------------------------
+        if body == self.reported:
+            return None
+        self.reported = body
+        return body
 
     @property
     def done(self) -> bool:
         return self.finishing and self.synced and not self.dirty
 
+    def given_up(self, now: float) -> bool:
+        """Finishing, and there is nothing to write (no container ever existed) or no more time to write it."""
+        return self.finishing and ("info" not in self.documents or now >= self.finish_by)
+
+
+class PublisherWorker:
+    """The publisher's loop: frames in, a publish of every record that is due, reports out."""
+
+    def __init__(self, records: Dict[TaskKey, TaskRecord], worker: Worker) -> None:
+        self.records = records
+        self.inbox = worker.inbox
+        self.outbox = worker.outbox
+        self.watch = worker.watch
+        self.pulse = worker.pulse
+
+    def receive(self, frame: Frame) -> None:
+        record = self.records.get(frame.task)
+        if record is None:
+            log.error("bug: a %s frame for %s, a task this publisher does not keep", frame.kind, frame.task.path)
+            return
+        record.take(frame.kind, frame.body)
+
     def run(self) -> int:
         while True:
+            self.pulse.beat()
             if self.watch.gone():
                 return EXIT_ORPHANED
             for frame in self.inbox.read():
-                self.take(frame.kind, frame.body)
+                self.receive(frame)
             if self.inbox.eof:
                 return EXIT_ORPHANED
-            now = self.clock()
-            if now >= self.retry_at:
-                self.publish(now)
-            self.report()
-            if self.done or (self.finishing and ("info" not in self.documents or now >= self.finish_by)):
-                self.outbox.send("finished", {"published": self.done})
+            for key, record in self.records.items():
+                now = record.clock()
+                if now >= record.retry_at:
+                    record.publish(now)
+                report = record.changed_report()
+                if report is not None:
+                    self.send("etcd", key, report)
+            if all(record.done or record.given_up(record.clock()) for record in self.records.values()):
+                for key, record in self.records.items():
+                    self.send("finished", key, {"published": record.done})
                 self.drain_outbox()
                 return EXIT_DONE
-            self.wait(now)
+            self.wait()
 
-    def wait(self, now: float) -> None:
-        wake_at = self.retry_at if self.retry_at > now else self.next_refresh
-        if self.dirty and self.retry_at <= now:
-            wake_at = now
-        timeout = min(max(0.0, wake_at - now), 0.5)  # 0.5 s: also how often the parent is checked
+    def send(self, kind: str, key: TaskKey, body: Dict[str, Any]) -> None:
+        try:
+            self.outbox.send(kind, key, body)
+        except BrokenPipeError:
+            pass  # the parent is gone: the next look at it says so
+
+    def wait(self) -> None:
+        """Sleep until the earliest record wants etcd (a retry, a refresh, a dirty key), a frame, or MAX_WAIT."""
+        now = time.monotonic()
+        wake_at = now + MAX_WAIT
+        for record in self.records.values():
+            due = record.retry_at if record.retry_at > now else record.next_refresh
+            if record.dirty and record.retry_at <= now:
+                due = now
+            wake_at = min(wake_at, due)
         writers = [self.outbox.fd] if self.outbox.pending else []
-        _, writable, _ = select.select([self.inbox.fd], writers, [], timeout)
+        _, writable, _ = select.select([self.inbox.fd], writers, [], max(0.0, wake_at - now))
         if writable:
             self.outbox.flush()
 
@@ -271,21 +310,21 @@ class Publisher:
             select.select([], [self.outbox.fd], [], 0.1)
 
 
-def make_registry(config: Config) -> Registry:
+def make_registry(config: Config, before_request: Callable[[float], None]) -> Registry:
     etcd_ = config.etcd
     return EtcdV2Registry(
         etcd_.hosts, etcd_.timeout, protocol=etcd_.protocol, ca_cert=etcd_.ca_cert, cert=etcd_.cert,
-        key=etcd_.key, username=etcd_.username, password=config.etcd_password,
+        key=etcd_.key, username=etcd_.username, password=config.etcd_password, before_request=before_request,
     )
 
 
-def run(config: Config, endpoint: Dict[str, Any], inbox_fd: int, outbox_fd: int, parent_fds: List[int],
-        log_level: int) -> None:
+def run(start: WorkerStart, config: Config, endpoint: Dict[str, Any]) -> None:
     """Entry point of the publisher worker process."""
-    watch = become_worker("publisher", log_level, parent_fds)
-    registry = make_registry(config)
+    worker = become_worker(start, period=MAX_WAIT)
+    registry = make_registry(config, worker.pulse.expect)
     try:
-        code = Publisher(config, registry, endpoint, Inbox(inbox_fd), Outbox(outbox_fd), watch).run()
+        record = TaskRecord(config, registry, endpoint)
+        code = PublisherWorker({config.key: record}, worker).run()
     finally:
         registry.close()
     sys.exit(code)

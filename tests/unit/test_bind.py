@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from supervisor.arbiter import bind_sockets
+from supervisor.sockets import bind_sockets
 
 
 def test_one_free_port_for_every_address_of_a_name() -> None:

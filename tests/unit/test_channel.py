@@ -7,7 +7,10 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from workers import channel
+from supervisor import channel
+from supervisor.frames import TaskKey
+
+TASK = TaskKey("web", "task-1")
 
 
 @pytest.fixture
@@ -24,11 +27,11 @@ def link() -> Iterator[Tuple[channel.Inbox, channel.Outbox]]:
 
 def test_frames_arrive_in_order(link) -> None:
     inbox, outbox = link
-    outbox.send("info", {"n": 1})
-    outbox.send("status", {"state": "running"})
-    outbox.send("stop", {})
+    outbox.send("info", TASK, {"n": 1})
+    outbox.send("status", TASK, {"state": "running"})
+    outbox.send("control", TASK, {"action": "stop"})
     assert [(f.kind, f.body) for f in inbox.read()] == [
-        ("info", {"n": 1}), ("status", {"state": "running"}), ("stop", {}),
+        ("info", {"n": 1}), ("status", {"state": "running"}), ("control", {"action": "stop"}),
     ]
     assert not outbox.pending and not inbox.eof
 
@@ -41,7 +44,7 @@ def fill(outbox: channel.Outbox) -> None:
     """Send status frames until the pipe is full and some are left waiting in the outbox."""
     n = 0
     while not outbox.pending:
-        outbox.send("status", big(n))
+        outbox.send("status", TASK, big(n))
         n += 1
 
 
@@ -49,8 +52,8 @@ def test_a_stalled_reader_costs_one_metrics_frame_and_loses_no_state(link) -> No
     inbox, outbox = link
     fill(outbox)
     for seq in range(50):
-        outbox.send("metrics", big(seq))
-    outbox.send("status", {"state": "exited"})
+        outbox.send("metrics", TASK, big(seq))
+    outbox.send("status", TASK, {"state": "exited"})
     assert outbox.coalesced == 49
 
     received = []
@@ -68,7 +71,7 @@ def test_a_stalled_reader_costs_one_metrics_frame_and_loses_no_state(link) -> No
 def test_partial_writes_are_resumed_without_corrupting_the_stream(link) -> None:
     inbox, outbox = link
     body = {"pad": "y" * (3 * 65536)}  # larger than the pipe holds: written in pieces
-    outbox.send("info", body)
+    outbox.send("info", TASK, body)
     assert outbox.pending
     got = []
     while not got:
@@ -79,7 +82,7 @@ def test_partial_writes_are_resumed_without_corrupting_the_stream(link) -> None:
 
 def test_eof_when_the_writer_is_gone(link) -> None:
     inbox, outbox = link
-    outbox.send("finish", {})
+    outbox.send("finish", TASK, {})
     outbox.close()
     assert [f.kind for f in inbox.read()] == ["finish"]
     assert inbox.eof
@@ -89,5 +92,5 @@ def test_a_gone_reader_is_a_broken_pipe(link) -> None:
     inbox, outbox = link
     inbox.close()
     with pytest.raises(BrokenPipeError):
-        outbox.send("stop", {})
+        outbox.send("control", TASK, {"action": "stop"})
 

@@ -1,6 +1,6 @@
 """The endpoint under bad requests: never a 5xx, JSON errors, nothing changed by any request, and no
 client (stalled, oversized or malformed) keeps it from answering the next one. Real Tornado server on
-loopback over a real shared-memory ``Latest``; requests are raw bytes so the wire is what is tested."""
+loopback over a real shared-memory ``TaskSlots``; requests are raw bytes so the wire is what is tested."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
 from workers import endpoint
-from workers.latest import Latest
+from supervisor.shm import TaskSlots
+from tests.unit.memory import TASK, task_slots
 
 ENDPOINT = {"host": "127.0.0.1", "port": 1, "url": "http://127.0.0.1:1"}
 PATHS = ["/metrics", "/status", "/info", "/health"]
@@ -48,11 +49,11 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def fill(latest: Latest) -> None:
+def fill(latest: TaskSlots) -> None:
     now = time.time()
-    latest.info.write_frame("info", {"service": "web", "task": "t1", "image": "busybox", "tags": []})
-    latest.status.write_frame("status", {"state": "running", "exit_code": None, "started_at": iso(now - 5)})
-    latest.metrics.write_frame("metrics", {
+    latest.info.write_frame("info", TASK, {"service": "web", "task": "t1", "image": "busybox", "tags": []})
+    latest.status.write_frame("status", TASK, {"state": "running", "exit_code": None, "started_at": iso(now - 5)})
+    latest.metrics.write_frame("metrics", TASK, {
         "service": "web", "task": "t1", "seq": 1, "timestamp": now, "interval": 60.0,
         "container": {"cpu_percent": 1.0, "memory_bytes": 1 << 20}, "processes": [{"pid": 1, "name": "sh"}],
     })
@@ -77,7 +78,7 @@ def parse(raw: bytes) -> Response:
 
 class EndpointCase(AsyncHTTPTestCase):
     def setUp(self) -> None:
-        self.latest = Latest()
+        self.latest = task_slots()
         fill(self.latest)
         super().setUp()
 
@@ -259,7 +260,7 @@ class EmptyEndpointCase(AsyncHTTPTestCase):
     """Before the first sample: 503 where there is nothing to show yet, JSON all the same."""
 
     def get_app(self):
-        return endpoint.FastMetrics(endpoint.make_app(Latest(), ENDPOINT, 1.0))
+        return endpoint.FastMetrics(endpoint.make_app(task_slots(), ENDPOINT, 1.0))
 
     def test_metrics_and_health_are_503_before_the_first_sample(self) -> None:
         metrics = self.fetch("/metrics")

@@ -6,7 +6,8 @@ from typing import Any, Dict
 
 import pytest
 
-from workers.container import engine_time, final_status
+from supervisor.state import TaskState
+from workers.container import ended_run, engine_time
 
 
 def attrs(**state: Any) -> Dict[str, Any]:
@@ -28,20 +29,19 @@ def attrs(**state: Any) -> Dict[str, Any]:
     ],
 )
 def test_states_exit_codes_and_reasons(state, stopped, expected) -> None:
-    status = final_status(attrs(**state), stopped=stopped)
-    assert (status["state"], status["exit_code"], status["reason"]) == expected
-    assert status["oom_killed"] is bool(state.get("OOMKilled"))
+    ended = ended_run(attrs(**state), stopped=stopped)
+    assert (ended.state, ended.exit_code, ended.reason) == (TaskState(expected[0]), *expected[1:])
+    assert ended.oom_killed is bool(state.get("OOMKilled"))
 
 
 def test_times_are_the_engines_trimmed_to_milliseconds() -> None:
-    status = final_status(attrs(), stopped=False)
-    assert status["started_at"] == "2026-11-25T08:00:00.123Z"
-    assert status["finished_at"] == "2026-11-25T08:00:05.500Z"
-    assert status["updated_at"].endswith("Z")
+    ended = ended_run(attrs(), stopped=False)
+    assert ended.started_at == "2026-11-25T08:00:00.123Z"
+    assert ended.finished_at == "2026-11-25T08:00:05.500Z"
 
 
 def test_never_is_none_and_an_unfinished_end_is_now() -> None:
     assert engine_time("0001-01-01T00:00:00Z") is None and engine_time(None) is None
     assert engine_time("2026-11-25T08:00:00Z") == "2026-11-25T08:00:00Z"
-    status = final_status(attrs(StartedAt="0001-01-01T00:00:00Z", FinishedAt="0001-01-01T00:00:00Z"), stopped=False)
-    assert status["started_at"] is None and status["finished_at"].startswith("20")
+    ended = ended_run(attrs(StartedAt="0001-01-01T00:00:00Z", FinishedAt="0001-01-01T00:00:00Z"), stopped=False)
+    assert ended.started_at is None and ended.finished_at is not None and ended.finished_at.startswith("20")

@@ -11,19 +11,22 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from workers import channel, frames
+from supervisor import channel, frames
+from supervisor.frames import TaskKey
+
+TASK = TaskKey("web", "task-1")
 
 BODIES = {
     "metrics": {"seq": 3, "container": {"cpu_percent": 12.5, "net_rx_bytes": None}, "processes": [{"pid": 1}]},
     "status": {"state": "running", "exit_code": None, "reason": "caf\u00e9 \u2603"},
     "info": {"tags": ["a", "b"], "command": ["sh", "-c", "echo $HOME; ls"]},
     "error": {"message": "image horizon-x missing"},
-    "registry": {"connected": True, "state": None},
+    "etcd": {"connected": True, "state": None},
     "finished": {"published": False},
-    "stop": {},
+    "control": {"action": "stop"},
     "finish": {},
 }
-GOOD = frames.encode("status", {"state": "running"})
+GOOD = frames.encode("status", TASK, {"state": "running"})
 # Bytes that are not frames; several are msgpack headers that would swallow what follows them.
 GARBAGE = [
     b"\xc1",  # never used by msgpack
@@ -48,29 +51,31 @@ def test_every_kind_has_a_body_here() -> None:
 
 @pytest.mark.parametrize("kind", sorted(frames.KINDS))
 def test_every_kind_round_trips(kind: str) -> None:
-    data = frames.encode(kind, BODIES[kind])
+    data = frames.encode(kind, TASK, BODIES[kind])
     assert data.startswith(frames.MAGIC)
-    assert frames.decode(data) == frames.Frame(kind, BODIES[kind])
+    assert frames.decode(data) == frames.Frame(kind, TASK, BODIES[kind])
     decoder = frames.StreamDecoder()
-    assert decoder.feed(data) == [frames.Frame(kind, BODIES[kind])] and decoder.malformed == 0
+    assert decoder.feed(data) == [frames.Frame(kind, TASK, BODIES[kind])] and decoder.malformed == 0
 
 
 @pytest.mark.parametrize(
     "data, complaint",
     [
-        (raw_frame({"v": 2, "kind": "status", "body": {}}), "version 2"),
+        (raw_frame({"v": 1, "kind": "status", "task": "web/task-1", "body": {}}), "version 1"),
         (raw_frame({"kind": "status", "body": {}}), "version None"),
-        (raw_frame({"v": 1, "kind": "bogus", "body": {}}), "unknown frame kind 'bogus'"),
-        (raw_frame({"v": 1, "kind": "status", "body": [1]}), "body is not a map"),
-        (raw_frame({"v": 1, "kind": "status"}), "body is not a map"),
+        (raw_frame({"v": 2, "kind": "bogus", "task": "web/task-1", "body": {}}), "unknown frame kind 'bogus'"),
+        (raw_frame({"v": 2, "kind": "status", "task": "web/task-1", "body": [1]}), "body is not a map"),
+        (raw_frame({"v": 2, "kind": "status"}), "body is not a map"),
+        (raw_frame({"v": 2, "kind": "status", "body": {}}), "has no task"),
+        (raw_frame({"v": 2, "kind": "status", "task": "web", "body": {}}), "is not SERVICE/TASK"),
         (raw_frame([1, "status", {}]), "not a map"),
         (raw_frame("status"), "not a map"),
-        (raw_frame({"v": 1, "kind": "status", "body": {1: "x"}}), "undecodable"),  # int keys
+        (raw_frame({"v": 2, "kind": "status", "task": "web/task-1", "body": {1: "x"}}), "undecodable"),  # int keys
         (b"\xc1", "undecodable"),
         (b"", "undecodable"),
         (GOOD + b"\x00", "undecodable"),  # two objects
         (GOOD[:-1], "undecodable"),
-        (b"\x83\xa1v\x01\xa4kind\xa2\xff\xfe", "undecodable"),  # invalid UTF-8
+        (b"\x84\xa1v\x02\xa4kind\xa2\xff\xfe", "undecodable"),  # invalid UTF-8
         (b"\x00" * (frames.MAX_FRAME_BYTES + 1), "exceeds"),
     ],
 )
@@ -81,16 +86,16 @@ def test_a_malformed_frame_is_a_protocol_error(data: bytes, complaint: str) -> N
 
 def test_encode_refuses_unknown_kinds_and_oversize_frames() -> None:
     with pytest.raises(frames.ProtocolError, match="unknown frame kind"):
-        frames.encode("bogus", {})
+        frames.encode("bogus", TASK, {})
     with pytest.raises(frames.ProtocolError, match="exceeds"):
-        frames.encode("info", {"pad": "x" * frames.MAX_FRAME_BYTES})
+        frames.encode("info", TASK, {"pad": "x" * frames.MAX_FRAME_BYTES})
 
 
 @pytest.mark.parametrize("garbage", GARBAGE, ids=range(len(GARBAGE)))
 @pytest.mark.parametrize("together", [True, False], ids=["one-chunk", "two-chunks"])
 def test_garbage_is_counted_and_the_next_frames_still_arrive(garbage: bytes, together: bool) -> None:
     decoder = frames.StreamDecoder()
-    first = frames.encode("info", {"n": 1})
+    first = frames.encode("info", TASK, {"n": 1})
     received = decoder.feed(first + garbage + GOOD) if together else decoder.feed(first + garbage) + decoder.feed(GOOD)
     received += decoder.feed(GOOD)
     assert [f.kind for f in received] == ["info", "status", "status"]
@@ -100,23 +105,23 @@ def test_garbage_is_counted_and_the_next_frames_still_arrive(garbage: bytes, tog
 @pytest.mark.parametrize(
     "bad",
     [
-        raw_frame({"v": 2, "kind": "status", "body": {}}),
-        raw_frame({"v": 1, "kind": "bogus", "body": {}}),
-        raw_frame({"v": 1, "kind": "status", "body": "not a map"}),
-        raw_frame({"v": 1, "kind": "status", "body": {1: 2}}),
+        raw_frame({"v": 1, "kind": "status", "task": "web/task-1", "body": {}}),
+        raw_frame({"v": 2, "kind": "bogus", "task": "web/task-1", "body": {}}),
+        raw_frame({"v": 2, "kind": "status", "task": "web/task-1", "body": "not a map"}),
+        raw_frame({"v": 2, "kind": "status", "task": "web/task-1", "body": {1: 2}}),
     ],
     ids=["wrong-version", "unknown-kind", "non-map-body", "int-keys"],
 )
 def test_a_rejected_frame_in_a_stream_is_counted_once(bad: bytes) -> None:
     decoder = frames.StreamDecoder()
-    assert decoder.feed(bad + GOOD) == [frames.Frame("status", {"state": "running"})]
+    assert decoder.feed(bad + GOOD) == [frames.Frame("status", TASK, {"state": "running"})]
     assert decoder.malformed == 1
 
 
 def test_an_oversize_frame_in_a_stream_is_dropped() -> None:
     decoder = frames.StreamDecoder()
-    oversize = raw_frame({"v": 1, "kind": "info", "body": {"pad": "x" * frames.MAX_FRAME_BYTES}})
-    assert decoder.feed(oversize + GOOD) == [frames.Frame("status", {"state": "running"})]
+    oversize = raw_frame({"v": 2, "kind": "info", "task": "web/task-1", "body": {"pad": "x" * frames.MAX_FRAME_BYTES}})
+    assert decoder.feed(oversize + GOOD) == [frames.Frame("status", TASK, {"state": "running"})]
     assert decoder.malformed == 1
 
 
@@ -128,11 +133,11 @@ def test_a_frame_start_that_never_completes_is_given_up_after_the_size_limit() -
     for _ in range(frames.MAX_FRAME_BYTES // 65536 + 2):
         received += decoder.feed(b"\x00" * 65536)
     received += decoder.feed(GOOD)
-    assert received == [frames.Frame("status", {"state": "running"})] and decoder.malformed >= 1
+    assert received == [frames.Frame("status", TASK, {"state": "running"})] and decoder.malformed >= 1
 
 
 def test_a_stream_split_byte_by_byte_decodes_the_same() -> None:
-    data = b"".join(frames.encode(kind, body) for kind, body in BODIES.items())
+    data = b"".join(frames.encode(kind, TASK, body) for kind, body in BODIES.items())
     decoder = frames.StreamDecoder()
     received = [frame for i in range(len(data)) for frame in decoder.feed(data[i:i + 1])]
     assert [(f.kind, f.body) for f in received] == list(BODIES.items()) and decoder.malformed == 0
@@ -164,8 +169,8 @@ def test_an_inbox_on_a_real_pipe_drops_garbage_and_reads_the_next_frame() -> Non
     try:
         os.write(write_fd, b"\x92\xc1 garbage from a confused writer \xdd\xff\xff\xff\xff")
         assert inbox.read() == [] and inbox.malformed == 1
-        os.write(write_fd, frames.encode("stop", {}))
-        assert inbox.read() == [frames.Frame("stop", {})]
+        os.write(write_fd, frames.encode("control", TASK, {"action": "stop"}))
+        assert inbox.read() == [frames.Frame("control", TASK, {"action": "stop"})]
         os.close(write_fd)
         write_fd = -1
         assert inbox.read() == [] and inbox.eof

@@ -11,7 +11,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 import pytest
 
 from supervisor.config import build
-from workers.publisher import Publisher
+from workers.publisher import TaskRecord
 from workers.registry import Missing, Refused, Unavailable
 
 PREFIX = "/ns/services/web/task-1"
@@ -89,7 +89,7 @@ class FakeEtcd:
         return {k.rsplit("/", 1)[1]: json.loads(v) for k, v in self.keys.items() if k.startswith(PREFIX + "/")}
 
 
-def make(etcd: FakeEtcd, publish_every: int = 1, interval: float = 1.0) -> Publisher:
+def make(etcd: FakeEtcd, publish_every: int = 1, interval: float = 1.0) -> TaskRecord:
     values = {
         "task": {"image": "busybox", "command": "sleep 1", "service": "web", "name": "task-1"},
         "etcd": {"namespace": "/ns", "ttl": "15"},
@@ -97,7 +97,7 @@ def make(etcd: FakeEtcd, publish_every: int = 1, interval: float = 1.0) -> Publi
     }
     config = build(values, lambda section, key: f"[{section}] {key}", "test", None)
     assert config.task_prefix == PREFIX
-    return Publisher(config, etcd, ENDPOINT, inbox=None, outbox=None, watch=None, clock=lambda: etcd.now)
+    return TaskRecord(config, etcd, ENDPOINT, clock=lambda: etcd.now)
 
 
 def sample(seq: int) -> Dict[str, Any]:
@@ -117,7 +117,7 @@ def running():
     return etcd, publisher
 
 
-def step(etcd: FakeEtcd, publisher: Publisher, dt: float = 1.0) -> None:
+def step(etcd: FakeEtcd, publisher: TaskRecord, dt: float = 1.0) -> None:
     """Let time pass, then run the publisher's loop body until it rests (a Missing retries at once)."""
     etcd.now += dt
     for _ in range(3):

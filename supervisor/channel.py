@@ -7,7 +7,7 @@ worker generation gets a fresh pipe from the parent, with exactly one writer and
 is no lock to lose and a killed worker never leaves a half-written frame for its successor.
 
 The writing end never blocks its caller: frames wait in an ``Outbox``, metrics frames coalesce (only
-the newest unsent one is kept, so a stalled reader costs at most one frame of memory), other frames
+the newest unsent one per task is kept, so a stalled reader costs at most one frame per task), other frames
 are kept in order and never dropped; ``flush()`` writes what the pipe takes and resumes partial writes.
 """
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from workers import frames
+from supervisor import frames
+from supervisor.frames import TaskKey
 
 
 def pipe() -> Tuple[int, int]:
@@ -32,19 +33,19 @@ class Outbox:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._ordered: Deque[bytes] = deque()
-        self._coalescing: Dict[str, bytes] = {}
+        self._coalescing: Dict[Tuple[TaskKey, str], bytes] = {}
         self._partial = memoryview(b"")
         self.coalesced = 0
 
-    def send(self, kind: str, body: Dict) -> None:
+    def send(self, kind: str, task: TaskKey, body: Dict[str, Any]) -> None:
         """Queue a frame and write what the pipe takes now. Raises BrokenPipeError if the reader is gone."""
-        self.send_encoded(kind, frames.encode(kind, body))
+        self.send_encoded(kind, task, frames.encode(kind, task, body))
 
-    def send_encoded(self, kind: str, data: bytes) -> None:
+    def send_encoded(self, kind: str, task: TaskKey, data: bytes) -> None:
         if kind in frames.COALESCING_KINDS:
-            if kind in self._coalescing:
+            if (task, kind) in self._coalescing:
                 self.coalesced += 1
-            self._coalescing[kind] = data
+            self._coalescing[(task, kind)] = data
         else:
             self._ordered.append(data)
         self.flush()

@@ -1,14 +1,16 @@
 """The frame protocol: what the supervisor's processes say to each other.
 
-Wire spec (version 1)
+Wire spec (version 2)
 ---------------------
 A frame is one msgpack map, written to a pipe as a self-delimiting msgpack object (no extra length
 prefix: msgpack's own encoding delimits it)::
 
-    {"v": 1, "kind": <str>, "body": <map>}
+    {"v": 2, "kind": <str>, "task": <str>, "body": <map>}
 
 ``v``     protocol version; a frame with another version is rejected.
 ``kind``  one of ``KINDS`` below.
+``task``  the task the frame is about, ``"SERVICE/TASK"`` (``TaskKey.path``): every frame has one, so
+          one worker can serve many tasks without guessing whose a frame is.
 ``body``  a map with string keys; its content depends on the kind.
 
 The keys come in this order, so every frame starts with the same bytes, ``MAGIC``; a reader that meets
@@ -16,18 +18,19 @@ garbage skips to the next ``MAGIC``.
 
 Kinds and who sends them:
 
-``metrics``   container -> parent -> publisher. The /metrics document of one sample. Coalescing:
-              only the newest unsent one matters, older ones may be dropped.
-``status``    container -> parent -> publisher. The task's status document. Never dropped.
+``metrics``   container -> parent -> publisher. The /metrics document of one sample, sent every
+              ``publish_every`` samples (every sample goes to shared memory). Coalescing: only the
+              newest unsent one per task matters, older ones may be dropped.
+``status``    container -> parent -> publisher. The task's status document (``state.Status``). Never dropped.
 ``info``      container -> parent -> publisher. The task's info document. Never dropped.
 ``error``     container -> parent. ``{"message": str}``: a fatal, user-facing error (image missing,
               engine unreachable); the worker exits with ``EXIT_FATAL`` right after.
-``registry``  publisher -> parent. ``{"connected": bool, "state": str | None, "refused": str | None}``:
+``etcd``      publisher -> parent. ``{"connected": bool, "state": str | None, "refused": str | None}``:
               whether etcd answers, the task state its record holds now (None: not written yet, or
               stale), and why etcd refused us when it answered but said no (bad credentials); sent
               when any of them changes.
 ``finished``  publisher -> parent. ``{"published": bool}``: the final record was written (or not).
-``stop``      parent -> container. ``{}``: stop the task gracefully.
+``control``   parent -> container. ``{"action": "stop" | "pause" | "resume"}``: act on the task.
 ``finish``    parent -> publisher. ``{}``: write the final record, then exit.
 
 A frame larger than ``MAX_FRAME_BYTES`` encoded, or anything that is not a map of this shape, raises
@@ -37,43 +40,64 @@ and any garbage between frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, NamedTuple
 
 import msgpack
 
-VERSION = 1
+VERSION = 2
 MAX_FRAME_BYTES = 1 << 20
 KINDS = frozenset(
-    {"metrics", "status", "info", "error", "registry", "finished", "stop", "finish"}
+    {"metrics", "status", "info", "error", "etcd", "finished", "control", "finish"}
 )
-# Kinds that may be replaced by a newer frame of the same kind while still unsent.
+CONTROL_ACTIONS = ("stop", "pause", "resume")
+# Kinds that may be replaced by a newer frame of the same kind and task while still unsent.
 COALESCING_KINDS = frozenset({"metrics"})
 # The bytes every frame starts with (``encode`` writes "v" and "kind" first): readers resynchronise on it.
-MAGIC = b"\x83" + msgpack.packb("v") + msgpack.packb(VERSION) + msgpack.packb("kind")
+MAGIC = b"\x84" + msgpack.packb("v") + msgpack.packb(VERSION) + msgpack.packb("kind")
 
 
 class ProtocolError(ValueError):
     """A frame that is not valid under this protocol version."""
 
 
+class TaskKey(NamedTuple):
+    """Which task: its service and its name, as in etcd (``{namespace}/services/SERVICE/TASK``)."""
+
+    service: str
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.service}/{self.name}"
+
+    @classmethod
+    def parse(cls, path: str) -> "TaskKey":
+        service, sep, name = path.partition("/")
+        if not (service and sep and name) or "/" in name:
+            raise ProtocolError(f"task {path!r} is not SERVICE/TASK")
+        return cls(service, name)
+
+
 @dataclass(frozen=True)
 class Frame:
     kind: str
+    task: TaskKey
     body: Dict[str, Any]
+    data: bytes = field(default=b"", compare=False, repr=False)  # the encoded frame, relayed as it came
 
 
-def encode(kind: str, body: Dict[str, Any]) -> bytes:
+def encode(kind: str, task: TaskKey, body: Dict[str, Any]) -> bytes:
     if kind not in KINDS:
         raise ProtocolError(f"unknown frame kind {kind!r}")
-    data = msgpack.packb({"v": VERSION, "kind": kind, "body": body}, use_bin_type=True)
+    data: bytes = msgpack.packb({"v": VERSION, "kind": kind, "task": task.path, "body": body}, use_bin_type=True)
     if len(data) > MAX_FRAME_BYTES:
         raise ProtocolError(f"{kind} frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
     return data
 
 
-def validate(obj: Any) -> Frame:
-    """Check one unpacked object and return it as a Frame."""
+def validate(obj: Any, data: bytes = b"") -> Frame:
+    """Check one unpacked object (encoded as ``data``) and return it as a Frame."""
     if not isinstance(obj, dict):
         raise ProtocolError(f"frame is a {type(obj).__name__}, not a map")
     if obj.get("v") != VERSION:
@@ -83,7 +107,10 @@ def validate(obj: Any) -> Frame:
         raise ProtocolError(f"unknown frame kind {kind!r}")
     if not isinstance(body, dict):
         raise ProtocolError(f"{kind} frame body is not a map")
-    return Frame(kind, body)
+    task = obj.get("task")
+    if not isinstance(task, str):
+        raise ProtocolError(f"{kind} frame has no task")
+    return Frame(kind, TaskKey.parse(task), body, data)
 
 
 def decode(data: bytes) -> Frame:
@@ -94,7 +121,7 @@ def decode(data: bytes) -> Frame:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from exc
-    return validate(obj)
+    return validate(obj, data)
 
 
 class StreamDecoder:
@@ -150,7 +177,7 @@ class StreamDecoder:
                 try:
                     if end - start > MAX_FRAME_BYTES:
                         raise ProtocolError(f"frame of {end - start} bytes exceeds {MAX_FRAME_BYTES}")
-                    frames.append(validate(obj))
+                    frames.append(validate(obj, bytes(self._buffer[start:end])))
                 except ProtocolError:
                     self.malformed += 1
         except msgpack.OutOfData:

@@ -1,0 +1,28 @@
+"""What passes between the parent and a worker outside frames: what a worker is given when it is
+forked, and the exit code it leaves (as in gunicorn, the child-to-parent error channel). The parent
+restarts a worker that crashed or hung, but never one that ended with ``EXIT_DONE`` or ``EXIT_FATAL``,
+so a worker that cannot succeed is not restarted forever."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+from supervisor.shm import Heartbeat
+
+EXIT_DONE = 0  # finished its job: the task's end is recorded, or the final record is written
+EXIT_FATAL = 3  # a user-facing error was sent in an ``error`` frame; restarting cannot help
+EXIT_ORPHANED = 4  # the parent is gone
+
+
+@dataclass(frozen=True)
+class WorkerStart:
+    """Every worker's first argument: its pipe ends, the parent's descriptors to close, how to log, and
+    its heartbeat in shared memory."""
+
+    role: str
+    inbox_fd: int  # frames from the parent
+    outbox_fd: int  # frames to the parent
+    parent_fds: Tuple[int, ...]
+    log_level: int
+    heartbeat: Heartbeat

@@ -1,0 +1,152 @@
+"""Shared memory: each task's latest documents, and each worker's heartbeat. One writer per slot, any
+number of readers, no locks.
+
+The mapping is an anonymous shared ``mmap`` made by the parent before it forks its workers, so every
+process (and every restarted worker) sees the same pages, and nothing is ever left in /dev/shm: the
+pages go away with the last process, even after SIGKILL (a named ``multiprocessing.shared_memory``
+segment would outlive a killed parent and needs a resource-tracker process besides).
+
+Layout: one page of heartbeats (a monotonic deadline per worker role, 8 bytes each), then for every task
+its ``metrics``, ``status`` and ``info`` slots. Each slot is a seqlock with a checksum::
+
+    [seq: u64][length: u32][crc32: u32][written_at: f64][payload: capacity bytes]
+
+The writer makes ``seq`` odd, writes payload, length, crc and time, then makes ``seq`` even again. A
+reader copies length and payload between two reads of ``seq``; it retries when ``seq`` was odd or
+changed, or when the crc does not match (the crc covers CPUs that reorder stores, where Python has no
+barrier). Readers never block the writer; a reader that keeps losing the race gives up and reports no
+change. ``written_at`` (monotonic) tells the parent how fresh a sample is without decoding it.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+import zlib
+from typing import Dict, Iterable, Optional, Tuple
+
+from supervisor import frames
+from supervisor.frames import TaskKey
+
+_HEADER = struct.Struct("=QIId")
+_SEQ = struct.Struct("=Q")
+_STAMP = struct.Struct("=d")
+_STAMP_OFFSET = 16
+_READ_ATTEMPTS = 100
+HEARTBEAT_PAGE = 4096
+
+SLOT_CAPACITY = {"metrics": frames.MAX_FRAME_BYTES, "status": 64 * 1024, "info": 64 * 1024}
+
+
+class Slot:
+    def __init__(self, buf: memoryview, name: str) -> None:
+        self._buf = buf
+        self.name = name
+        self.capacity = len(buf) - _HEADER.size
+
+    @property
+    def seq(self) -> int:
+        """How many times the slot was written (x2); cheap enough to poll for changes."""
+        seq: int = _SEQ.unpack_from(self._buf, 0)[0]
+        return seq
+
+    @property
+    def written_at(self) -> float:
+        """When the slot was last written (monotonic seconds; 0.0 when never)."""
+        stamp: float = _STAMP.unpack_from(self._buf, _STAMP_OFFSET)[0]
+        return stamp
+
+    def write(self, data: bytes) -> None:
+        if len(data) > self.capacity:
+            raise frames.ProtocolError(
+                f"{self.name} document of {len(data)} bytes exceeds its {self.capacity}-byte slot"
+            )
+        seq = self.seq
+        _SEQ.pack_into(self._buf, 0, seq + 1)
+        self._buf[_HEADER.size:_HEADER.size + len(data)] = data
+        _HEADER.pack_into(self._buf, 0, seq + 1, len(data), zlib.crc32(data), time.monotonic())
+        _SEQ.pack_into(self._buf, 0, seq + 2)
+
+    def read(self) -> Tuple[int, Optional[bytes]]:
+        """Return (seq, payload); payload is None when the slot was never written."""
+        for _ in range(_READ_ATTEMPTS):
+            seq, length, crc, _ = _HEADER.unpack_from(self._buf, 0)
+            if seq == 0:
+                return 0, None
+            if seq % 2 or length > self.capacity:
+                continue
+            data = bytes(self._buf[_HEADER.size:_HEADER.size + length])
+            if _SEQ.unpack_from(self._buf, 0)[0] == seq and zlib.crc32(data) == crc:
+                return seq, data
+        return self.seq, None
+
+    def read_frame(self) -> Optional[frames.Frame]:
+        data = self.read()[1]
+        return None if data is None else frames.decode(data)
+
+    def write_frame(self, kind: str, task: TaskKey, body: Dict[str, object]) -> bytes:
+        data = frames.encode(kind, task, body)
+        self.write(data)
+        return data
+
+
+class TaskSlots:
+    """One task's latest documents: ``metrics``, ``status`` and ``info``."""
+
+    def __init__(self, key: TaskKey, slots: Dict[str, Slot]) -> None:
+        self.key = key
+        self.slots = slots
+
+    @property
+    def metrics(self) -> Slot:
+        return self.slots["metrics"]
+
+    @property
+    def status(self) -> Slot:
+        return self.slots["status"]
+
+    @property
+    def info(self) -> Slot:
+        return self.slots["info"]
+
+
+class Heartbeat:
+    """A worker's promise: it shows progress again before ``due`` (monotonic seconds, comparable across
+    processes). The worker moves it forward as it works; the parent reads it to find a hung worker."""
+
+    def __init__(self, buf: memoryview) -> None:
+        self._buf = buf
+
+    @property
+    def due(self) -> float:
+        due: float = _STAMP.unpack_from(self._buf, 0)[0]
+        return due
+
+    def promise(self, seconds: float) -> None:
+        """Progress again within ``seconds`` from now (an aligned 8-byte store: never seen torn)."""
+        _STAMP.pack_into(self._buf, 0, time.monotonic() + seconds)
+
+
+class SharedMemory:
+    """The heartbeats of the worker roles and the slots of every task, in one anonymous mapping."""
+
+    def __init__(self, roles: Iterable[str], tasks: Iterable[TaskKey]) -> None:
+        roles, tasks = list(roles), list(tasks)
+        if len(roles) * _STAMP.size > HEARTBEAT_PAGE:
+            raise ValueError(f"{len(roles)} heartbeats do not fit in one page")
+        per_task = sum(_HEADER.size + capacity for capacity in SLOT_CAPACITY.values())
+        self._map = mmap.mmap(-1, HEARTBEAT_PAGE + per_task * len(tasks), flags=mmap.MAP_SHARED)
+        view = memoryview(self._map)
+        self.heartbeats = {
+            role: Heartbeat(view[i * _STAMP.size:(i + 1) * _STAMP.size]) for i, role in enumerate(roles)
+        }
+        self.tasks: Dict[TaskKey, TaskSlots] = {}
+        offset = HEARTBEAT_PAGE
+        for key in tasks:
+            slots = {}
+            for name, capacity in SLOT_CAPACITY.items():
+                size = _HEADER.size + capacity
+                slots[name] = Slot(view[offset:offset + size], name)
+                offset += size
+            self.tasks[key] = TaskSlots(key, slots)

@@ -1,0 +1,196 @@
+"""The course of a task tree: the parent's side of its tasks, from start to exit status.
+
+``supervise`` takes the task's lock, binds the endpoint's sockets, maps the shared memory and runs the
+``Arbiter`` with a ``TaskFlow`` as its conductor. The flow keeps a ``TaskView`` per task (the latest
+documents, replayed to a restarted publisher; the state etcd holds), relays the container worker's
+frames to the publisher as they came (no decoding and re-encoding), tells systemd when the task is
+ready, and moves the ``Ending`` along: a stop asks the container worker to stop the container, the
+task's end asks the publisher for the final record, and deadlines bound each wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from supervisor.arbiter import Arbiter
+from supervisor.config import Config
+from supervisor.ending import Ending, Phase, StartupError
+from supervisor.frames import Frame, TaskKey
+from supervisor.lock import AlreadySupervised, TaskLock
+from supervisor.notify import Notifier
+from supervisor.roles import ContainerRole, EndpointRole, FlowRole, PublisherRole
+from supervisor.shm import SharedMemory
+from supervisor.sockets import bind
+from supervisor.state import LIVE_STATES, Status
+
+log = logging.getLogger("supervisor")
+
+STOP_GRACE = 20.0  # seconds beyond stop_timeout for the engine to report the stop
+STALE_INTERVALS = 3  # a sample older than this many intervals (and at least 2 s) is not fresh
+
+
+class TaskView:
+    """The parent's view of one task: its latest frames as they came, and what etcd holds."""
+
+    def __init__(self, key: TaskKey) -> None:
+        self.key = key
+        self.documents: Dict[str, bytes] = {}  # kind -> the latest encoded frame
+        self.status: Optional[Status] = None
+        self.etcd: Dict[str, Any] = {}  # the publisher's latest ``etcd`` report
+        self.ready_sent = False
+
+
+def endpoint_document(config: Config, port: int) -> Dict[str, Any]:
+    host = config.endpoint.advertise
+    shown = f"[{host}]" if ":" in host else host
+    return {"host": host, "port": port, "url": f"http://{shown}:{port}"}
+
+
+class TaskFlow:
+    def __init__(self, config: Config, sockets: List[socket.socket], notifier: Notifier,
+                 lock_fds: Sequence[int] = ()) -> None:
+        self.config = config
+        self.sockets = sockets
+        self.notifier = notifier
+        self.lock_fds = list(lock_fds)
+        self.endpoint = endpoint_document(config, sockets[0].getsockname()[1])
+        self.ending = Ending()
+        self.views = {config.key: TaskView(config.key)}
+        self.container = ContainerRole(self)
+        self.publisher = PublisherRole(self)
+        self.endpoint_role = EndpointRole(self)
+        self.roles: Sequence[FlowRole] = (self.publisher, self.container, self.endpoint_role)
+        self.shm = SharedMemory(roles=[role.name for role in self.roles], tasks=self.views)
+
+    # -- what the arbiter asks ------------------------------------------------------------------
+
+    @property
+    def over(self) -> bool:
+        return self.ending.phase is Phase.DONE
+
+    def wake_at(self) -> Optional[float]:
+        return self.ending.deadline
+
+    def parent_fds(self) -> List[int]:
+        """The parent's own descriptors, closed in every worker (but the ones its role keeps): the lock,
+        so a killed parent's lock is free at once, and the sockets, which only the endpoint serves."""
+        return [*self.lock_fds, *(sock.fileno() for sock in self.sockets)]
+
+    def tick(self, now: float) -> None:
+        ending = self.ending
+        if ending.deadline is not None and now >= ending.deadline:
+            if ending.phase is Phase.STOPPING:
+                wait = self.config.task.stop_timeout + STOP_GRACE
+                ending.fail(f"the container did not report its stop within {wait:.0f} s")
+                self.container.retired = True
+                self.finish()
+            elif ending.phase is Phase.FINISHING:
+                log.warning("the publisher did not finish in time; leaving the record to its TTL")
+                self.publisher.retired = True
+                ending.done()
+        if ending.phase is Phase.FINISHING and self.publisher.retired and self.publisher.child is None:
+            ending.done()
+
+    def stop(self, why: str) -> None:
+        """Stop the task cleanly (a stop signal, or a worker that gave up): once, however often asked."""
+        if not self.ending.request_stop(why):
+            log.info("%s: already stopping; waiting for the task's end to be recorded", why)
+            return
+        log.info("%s: stopping the task", why)
+        self.notifier.send("STOPPING=1", "STATUS=stopping the task")
+        if self.ending.phase is not Phase.RUNNING:
+            return
+        if self.container.wanted:
+            self.ending.stopping(time.monotonic() + self.config.task.stop_timeout + STOP_GRACE)
+            for key in self.views:
+                self.container.send("control", key, {"action": "stop"})
+        else:  # no container worker will run (etcd is required and has not answered): nothing to stop
+            self.finish()
+
+    def problem(self, now: float) -> Optional[str]:
+        """A live task whose latest sample is stale: sampling stopped, whatever the workers' heartbeats say."""
+        interval = self.config.metrics.interval
+        for key, view in self.views.items():
+            if view.status is None or view.status.state not in LIVE_STATES:
+                continue
+            age = now - self.shm.tasks[key].metrics.written_at
+            if age > max(STALE_INTERVALS * interval, 2.0):
+                return f"task {key.path}: no sample for {age:.1f} s"
+        return None
+
+    # -- what the roles report ----------------------------------------------------------------
+
+    def finish(self) -> None:
+        """The task ended (or will never run): have the publisher write the final record, in bounded time."""
+        etcd_ = self.config.etcd
+        if self.ending.finishing(time.monotonic() + 2 * etcd_.timeout * len(etcd_.hosts) + 5):
+            for key in self.views:
+                self.publisher.send("finish", key, {})
+
+    def task_document(self, frame: Frame) -> None:
+        """An info, status or metrics frame from the container worker: kept for replay, relayed as it came."""
+        view = self.views[frame.task]
+        view.documents[frame.kind] = frame.data
+        self.publisher.send_encoded(frame.kind, frame.task, frame.data)
+        if frame.kind == "status":
+            view.status = Status.from_dict(frame.body)
+            self.ending.status = view.status
+            self.maybe_ready(view)
+
+    def etcd_report(self, key: TaskKey, report: Dict[str, Any]) -> None:
+        view = self.views[key]
+        view.etcd = report
+        if self.container.held and self.ending.phase is Phase.RUNNING:
+            self.etcd_required(report)
+        self.maybe_ready(view)
+
+    def etcd_required(self, report: Dict[str, Any]) -> None:
+        """With ``required = true`` the container waits for etcd's first answer, and a refusal or silence fails."""
+        if report.get("connected"):
+            self.container.held = False  # the arbiter starts it on its next turn
+        elif report.get("connected") is False:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.config.etcd.hosts)
+            refused = report.get("refused")
+            self.ending.fail(
+                f"etcd at {hosts} refused horizon ({refused}) and [etcd] required = true: "
+                "check [etcd] username and password_file, or ca_cert, cert and key"
+                if refused else
+                f"etcd at {hosts} does not answer and [etcd] required = true: start etcd, or set required = false"
+            )
+            self.finish()
+
+    def maybe_ready(self, view: TaskView) -> None:
+        """READY=1 once the task runs and etcd says so (or, unless etcd is required, etcd is away)."""
+        running = view.status is not None and view.status.running
+        registered = view.etcd.get("state") == "running"
+        etcd_settled = registered or (not self.config.etcd.required and view.etcd.get("connected") is False)
+        if running and etcd_settled and not view.ready_sent:
+            view.ready_sent = True
+            where = "registered in etcd" if registered else "etcd unreachable, retrying"
+            self.notifier.send("READY=1", f"STATUS=task running; {where}; endpoint {self.endpoint['url']}")
+            log.info("task running; %s", where)
+
+
+def supervise(config: Config, log_level: int, notifier: Optional[Notifier] = None) -> Tuple[int, Optional[str]]:
+    """Run the task to its end: (exit status, the failure to print or None). StartupError before anything runs."""
+    lock = TaskLock(config)
+    try:
+        lock.acquire()
+    except AlreadySupervised as exc:
+        raise StartupError(f"task {config.task.service}/{config.task.name}: {exc}", 1) from None
+    try:
+        sockets = bind(config)
+        try:
+            notifier = notifier or Notifier()
+            flow = TaskFlow(config, sockets, notifier, [lock.fd] if lock.fd is not None else [])
+            log.info("task %s: image %s, endpoint %s", config.key.path, config.task.image, flow.endpoint["url"])
+            Arbiter(flow, flow.shm, log_level, notifier).run()
+            return flow.ending.exit_code(), flow.ending.failure
+        finally:
+            for sock in sockets:
+                sock.close()
+    finally:
+        lock.release()
