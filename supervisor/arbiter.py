@@ -11,7 +11,9 @@ A worker's exit code tells what its end means (``Role.on_exit``): a worker that 
 restarted; one that crashed is restarted with a doubling delay, and after ``Policy.max_tries`` deaths
 in a row the role gives up (``Role.on_give_up``), so a worker that cannot work is never restarted
 forever. A worker past its heartbeat's promise by ``HANG_GRACE`` is hung (SIGSTOPped, or in a call that
-never returns): it is killed, and restarted like any dead worker.
+never returns): it is killed, and restarted like any dead worker. When the parent itself did not run for
+a while (the whole host or process group was stalled), every worker gets ``HANG_GRACE`` to beat again
+before it is judged: they were stalled with it, not hung.
 """
 
 from __future__ import annotations
@@ -150,6 +152,8 @@ class Arbiter:
         self.notifier = notifier or Notifier()
         self.ctx = multiprocessing.get_context("fork")  # workers inherit the shared pages and the sockets
         self.signals: List[int] = []
+        self.last_turn = time.monotonic()
+        self.judge_hangs_from = 0.0  # after a stall of our own, heartbeats are not judged until then
         self.next_watchdog = 0.0
         self.reported_problem: Optional[str] = None
 
@@ -252,9 +256,14 @@ class Arbiter:
         return max(0.0, min(wake) - now)
 
     def tick(self, now: float) -> None:
+        if now - self.last_turn > IDLE_WAKE + HANG_GRACE:
+            log.warning("the supervisor did not run for %.1f s (a stalled host?); its workers get %.1f s to beat again",
+                        now - self.last_turn, HANG_GRACE)
+            self.judge_hangs_from = now + HANG_GRACE
+        self.last_turn = now
         for role in self.roles:
             if role.child is not None:
-                if not role.child.hung:
+                if not role.child.hung and now >= self.judge_hangs_from:
                     self.check_heartbeat(role, role.child, now)
             elif role.wanted and role.restarts.due(now):
                 log.info("restarting the %s worker (try %d)", role.name, role.restarts.tries)
@@ -337,7 +346,9 @@ class Arbiter:
             return
         how = "killed as hung" if child.hung else f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         if role.restarts.died(time.monotonic()) is State.FATAL:
-            role.on_give_up(f"the {role.name} worker died {role.restarts.tries} times in a row ({how}); giving up")
+            message = f"the {role.name} worker died {role.restarts.tries} times in a row ({how}); giving up"
+            log.error("%s", message)
+            role.on_give_up(message)
         else:
             log.warning("the %s worker died (%s); restarting it", role.name, how)
 

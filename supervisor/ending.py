@@ -11,12 +11,9 @@ asked for (exit 0), or the task's own end (its exit code).
 from __future__ import annotations
 
 import enum
-import logging
 from typing import Optional
 
 from supervisor.state import Status, TaskState
-
-log = logging.getLogger("supervisor")
 
 EXIT_ERROR = 1
 
@@ -70,9 +67,9 @@ class Ending:
         self.phase, self.deadline = Phase.DONE, None
 
     def fail(self, message: str) -> None:
+        """Record a failure: the first one is the line printed at exit."""
         if self.failure is None:
             self.failure = message
-            log.error("%s", message)
 
     def exit_code(self) -> int:
         if self.failure:

@@ -84,6 +84,7 @@ class TaskFlow:
         if ending.deadline is not None and now >= ending.deadline:
             if ending.phase is Phase.STOPPING:
                 wait = self.config.task.stop_timeout + STOP_GRACE
+                log.error("the container did not report its stop within %.0f s", wait)
                 ending.fail(f"the container did not report its stop within {wait:.0f} s")
                 self.container.retired = True
                 self.finish()

@@ -30,7 +30,7 @@ import logging
 import select
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, ContextManager, Dict, Optional, Set
 
 from supervisor.config import Config
 from supervisor.frames import Frame, TaskKey
@@ -310,18 +310,18 @@ class PublisherWorker:
             select.select([], [self.outbox.fd], [], 0.1)
 
 
-def make_registry(config: Config, before_request: Callable[[float], None]) -> Registry:
+def make_registry(config: Config, request_span: Callable[[float], ContextManager[None]]) -> Registry:
     etcd_ = config.etcd
     return EtcdV2Registry(
         etcd_.hosts, etcd_.timeout, protocol=etcd_.protocol, ca_cert=etcd_.ca_cert, cert=etcd_.cert,
-        key=etcd_.key, username=etcd_.username, password=config.etcd_password, before_request=before_request,
+        key=etcd_.key, username=etcd_.username, password=config.etcd_password, request_span=request_span,
     )
 
 
 def run(start: WorkerStart, config: Config, endpoint: Dict[str, Any]) -> None:
     """Entry point of the publisher worker process."""
     worker = become_worker(start, period=MAX_WAIT)
-    registry = make_registry(config, worker.pulse.expect)
+    registry = make_registry(config, worker.pulse.busy)
     try:
         record = TaskRecord(config, registry, endpoint)
         code = PublisherWorker({config.key: record}, worker).run()

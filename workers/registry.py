@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol, Sequence, Tuple
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, FrozenSet, List, Optional, Protocol, Sequence, Tuple
 
 import etcd
 import urllib3
@@ -71,12 +72,12 @@ class EtcdV2Registry:
         key: Optional[str] = None,
         username: str = "",
         password: str = "",
-        before_request: Callable[[float], None] = lambda bound: None,
+        request_span: Callable[[float], ContextManager[None]] = lambda bound: nullcontext(),
     ) -> None:
-        """``before_request(seconds)`` is told, before each request to a member, how long it may take."""
+        """Each request to a member runs inside ``request_span(seconds it may take)`` (the heartbeat's)."""
         self._hosts = list(hosts)
         self._bound = 2 * timeout  # connect, then read: each bounded by timeout
-        self._before_request = before_request
+        self._request_span = request_span
         self._current = 0
         pool_kw: Dict[str, Any] = {}
         if ca_cert:
@@ -105,9 +106,9 @@ class EtcdV2Registry:
         handshakes_refused = 0
         for _ in range(len(self._clients)):
             client = self._clients[self._current]
-            self._before_request(self._bound)
             try:
-                return getattr(client, method)(*args, **kwargs)
+                with self._request_span(self._bound):
+                    return getattr(client, method)(*args, **kwargs)
             except etcd.EtcdKeyNotFound as exc:
                 raise Missing(str(exc)) from None
             except etcd.EtcdInsufficientPermissions as exc:

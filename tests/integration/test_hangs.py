@@ -1,0 +1,114 @@
+"""Hung workers (issue 8, item 4): a worker that stops making progress (SIGSTOP here, as a call that
+never returns would) is killed and restarted within 3 intervals + 2 s, with the same guarantees as after
+a death; systemd's watchdog pings stop while a worker is hung and come back after its restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+from tests.conftest import POLITE, wait_for
+from tests.integration.test_process_faults import EtcdHistory, container_actions, seq_at, seq_passes, three_workers
+
+INTERVAL = 0.5
+LIMIT = 3 * INTERVAL + 2  # the issue's bound: killed and a new worker running
+
+
+def test_each_hung_worker_is_killed_and_restarted_and_etcd_never_says_the_task_stopped(supervised):
+    run = supervised().main(POLITE, "--interval", str(INTERVAL))
+    url = run.url()
+    seq_passes(url, 0, 10, "a first sample")
+    container_id = run.record()["info"]["container_id"]
+    history = EtcdHistory(run.prefix)
+    since = time.time()
+
+    for role in ("container", "publisher", "endpoint"):
+        before = three_workers(run)
+        seq = seq_at(url)
+        stopped = time.monotonic()
+        os.kill(before[role], signal.SIGSTOP)
+        wait_for(lambda: before[role] != run.workers().get(role, before[role]), LIMIT + 3, f"a new {role} worker")
+        took = time.monotonic() - stopped
+        assert took <= LIMIT, f"the hung {role} worker was replaced after {took:.2f} s, over {LIMIT} s"
+        assert not os.path.exists(f"/proc/{before[role]}") or "Z" in open(f"/proc/{before[role]}/stat").read().split()[2]
+        seq_passes(url, seq, 10, f"samples going on at the same port after the hung {role} worker's restart")
+
+    until = time.time()
+    history.stop()
+    statuses = history.values("status")
+    assert statuses and {s["state"] for s in statuses} == {"running"}, statuses
+    assert set(history.values("running")) <= {True} and history.removals() == []
+    metrics = [m["seq"] for m in history.values("metrics")]
+    assert metrics == sorted(metrics), metrics  # seq went on, never back
+    assert run.record()["endpoint"]["url"] == url and run.state() == "running"
+    assert run.containers() == [container_id[:12]]  # the same container, adopted
+    assert container_actions(run.service, since, until) == []  # never stopped, started or re-created
+    assert "hung; killing it" in run.output()
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert run.wait(20) == 0
+
+
+class NotifyListener:
+    """A NOTIFY_SOCKET of the test's own: every datagram the supervisor sends, with when it came."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: List[Tuple[float, str]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.thread.start()
+
+    def _listen(self) -> None:
+        while not self.done.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def pings(self) -> List[float]:
+        return [at for at, text in self.messages if "WATCHDOG=1" in text.split("\n")]
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+def test_watchdog_pings_stop_while_the_container_worker_is_hung_and_come_back(supervised, tmp_path, monkeypatch):
+    listener = NotifyListener(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 0.2 s while all is well
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    try:
+        run = supervised().main(POLITE, "--interval", str(INTERVAL))
+        wait_for(lambda: any("READY=1" in text for _, text in listener.messages), 20, "READY=1")
+        wait_for(lambda: len(listener.pings()) >= 5, 10, "watchdog pings while all is well")
+        before = three_workers(run)
+        stopped = time.monotonic()
+        os.kill(before["container"], signal.SIGSTOP)
+        wait_for(lambda: before["container"] != run.workers().get("container", before["container"]), LIMIT + 3,
+                 "a new container worker")
+        restarted = time.monotonic()
+        wait_for(lambda: any(at > restarted for at in listener.pings()), 10, "watchdog pings after the restart")
+
+        pings = listener.pings()
+        gaps = [b - a for a, b in zip(pings, pings[1:]) if b > stopped and a < restarted]
+        assert gaps and max(gaps) >= 1.0, f"the pings never stopped while the worker was hung: gaps {gaps}"
+        problems = [text for at, text in listener.messages if at > stopped and text.startswith("STATUS=")]
+        assert any("container worker" in text for text in problems), problems  # says what is wrong
+        assert len(pings) > len([at for at in pings if at <= restarted])  # and they come back
+        os.kill(run.proc.pid, signal.SIGTERM)
+        assert run.wait(20) == 0
+    finally:
+        listener.close()
