@@ -95,29 +95,29 @@ class Sampler:
         self.previous: Optional[Reading] = None
 
     @staticmethod
-    def _try(files: ProcessFiles) -> Optional[Figures]:
+    def _try(files: ProcessFiles, now: float) -> Optional[Figures]:
         try:
-            return files.read()
+            return files.read(now)
         except ProcessGone:
             files.close()
             return None
 
-    def _read(self, pid: int) -> Optional[Figures]:
+    def _read(self, pid: int, now: float) -> Optional[Figures]:
         """The figures of one process, or None once it is gone."""
-        files = self._kept.pop(pid, None)
-        figures = self._try(files) if files is not None else None
-        if figures is None:  # a new process, or a kept one whose pid now belongs to another process
+        kept = self._kept.pop(pid, None)
+        figures = self._try(kept, now) if kept is not None else None
+        if kept is None or figures is None:  # a new process, or a kept one whose pid now belongs to another
             try:
-                files = ProcessFiles(pid)
+                kept = ProcessFiles(pid)
             except ProcessGone:
                 return None
-            figures = self._try(files)
+            figures = self._try(kept, now)
             if figures is None:
                 return None
         if len(self._kept) < KEPT_PROCESSES:
-            self._kept[pid] = files
+            self._kept[pid] = kept
         else:
-            files.close()
+            kept.close()
         return figures
 
     def _processes(self, pids: Tuple[int, ...], now: float) -> Tuple[List[Dict[str, Any]], Dict[int, float]]:
@@ -127,7 +127,7 @@ class Sampler:
         for gone in set(self._kept).difference(pids):
             self._kept.pop(gone).close()
         for pid in pids:
-            figures = self._read(pid)
+            figures = self._read(pid, now)
             if figures is None:
                 continue
             before = previous.proc_cpu.get(pid) if previous else None
