@@ -26,7 +26,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 from supervisor.lock import lock_dir
-from tests.conftest import ETCD, IMAGE, NAMESPACE, POLITE, docker, http_get, wait_for
+from tests.support import IMAGE, NAMESPACE, POLITE
+from tests.support.docker import docker
+from tests.support.etcd import EtcdV2
+from tests.support.net import http_get
+from tests.support.waiting import wait_for
+
+ETCD = EtcdV2().base
 
 # PID 1 in a container ignores signals it does not handle: these tasks say how they end.
 DIES_ON_TERM = "sh -c 'trap \"exit 143\" TERM; while true; do sleep 0.1; done'"
