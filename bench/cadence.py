@@ -14,8 +14,9 @@ import subprocess
 import textwrap
 from typing import List, Sequence, Tuple
 
-from bench.common import (PYTHON, PrivateEtcd, Row, Supervisor, WrkBackground, MetricsPoller, deviations, log, ms,
-                          pct, stop_all)
+from bench.common import (PYTHON, BenchSupervisor, MetricsPoller, Row, WrkBackground, deviations, log, ms, pct,
+                          stop_all)
+from tests.support.etcd_cluster import Cluster
 
 NAME = "cadence"
 
@@ -49,13 +50,14 @@ def summary(samples: Sequence[Tuple[int, float, float]], interval: float) -> Tup
 def run(smoke: bool) -> List[Row]:
     idle_s, freeze_s, wrk_s = (2, 2, 2) if smoke else (30, 30, 20)
     rows: List[Row] = []
-    etcd = PrivateEtcd().start()
-    sups: List[Supervisor] = []
+    etcd = Cluster().start()
+    member = etcd.members[0]
+    sups: List[BenchSupervisor] = []
     try:
         for interval in (1.0, 0.1):
-            sup = Supervisor(f"cadence-{int(interval * 1000)}ms", interval=interval, etcd=etcd.host)
+            sup = BenchSupervisor(f"cadence-{int(interval * 1000)}ms", interval=interval, etcd=etcd.hosts)
             sups.append(sup)
-            sup.start().wait_serving()
+            sup.launch().wait_serving()
             poll_every = interval / 20
             limit = 0.05 * interval
 
@@ -68,17 +70,17 @@ def run(smoke: bool) -> List[Row]:
                             f"{i99 / b99:.1f}×" if b99 else "n/a", f"p99 < {ms(limit)}", i99 < limit,
                             f"p50 {ms(i50)} (bare {ms(b50)}); {n} intervals, {imiss} missed"))
 
-            etcd.freeze()
+            member.freeze()
             try:
                 frozen = MetricsPoller(sup.port, poll_every).run(freeze_s)
             finally:
-                etcd.thaw()
+                member.thaw()
             f50, f99, fmiss, n = summary(frozen.samples, interval)
             rows.append(Row(f"cadence {interval:g} s, etcd SIGSTOPped {freeze_s} s", ms(f99), ms(i99) + " (idle)",
                             f"{f99 / i99:.1f}×" if i99 else "n/a", f"p99 < {ms(limit)}", f99 < limit,
                             f"p50 {ms(f50)}; {n} intervals, {fmiss} missed; {frozen.errors} poll errors"))
 
-            with WrkBackground(sup.url + "/metrics", wrk_s) as load:
+            with WrkBackground(sup.url() + "/metrics", wrk_s) as load:
                 hammered = MetricsPoller(sup.port, poll_every).run(wrk_s - 1)
             w50, w99, wmiss, n = summary(hammered.samples, interval)
             rps = f"{load.result.rps:.0f} req/s" if load.result else "wrk failed"
@@ -86,9 +88,9 @@ def run(smoke: bool) -> List[Row]:
                             f"{w99 / i99:.1f}×" if i99 else "n/a", f"p99 < {ms(limit)}", w99 < limit,
                             f"p50 {ms(w50)}; {n} intervals, {wmiss} missed; wrk -t2 -c50 at {rps}"))
             log(f"cadence {interval}: idle p99 {ms(i99)}, frozen {ms(f99)}, wrk {ms(w99)}")
-            stop_all([sup], [etcd.host])
+            stop_all([sup], [etcd.hosts])
     finally:
-        etcd.thaw()
-        stop_all(sups, [etcd.host])
+        member.thaw()
+        stop_all(sups, [etcd.hosts])
         etcd.stop()
     return rows

@@ -1,5 +1,6 @@
-"""What every benchmark shares: result rows, supervisors started like a user would, a private etcd that
-can be frozen, wrk, a fast /metrics poller, percentiles, and cleanup that always runs.
+"""What every benchmark shares: result rows, supervisors started like a user would (tests/support's, with
+the bench's flags), wrk, a fast /metrics poller, percentiles, and cleanup that always runs. Private etcd
+members, etcd reads and waiting come from tests/support too, as the tests use them.
 
 Nothing here asserts timings: benchmarks return rows of figures, run.py turns them into one table.
 """
@@ -7,32 +8,30 @@ Nothing here asserts timings: benchmarks return rows of figures, run.py turns th
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
 
+from tests.support import ETCD
+from tests.support.docker import inspect
+from tests.support.etcd import EtcdV2
+from tests.support.net import free_port, http_get
+from tests.support.supervisor import Supervisor
+from tests.support.waiting import wait_for
 from workers.cgroups import CgroupFiles, NetDev
 
-ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-IMAGE = "horizon-busybox:latest"
-ETCD = "127.0.0.1:2379"
 TEN_PROCESSES = "sh -c 'for i in 1 2 3 4 5 6 7 8 9; do sleep 100000 & done; wait'"
 LOG_DIR = Path(tempfile.gettempdir()) / "horizon-bench-logs"
 # Everything a run creates carries its id (services, container names, the etcd namespace), so that a
@@ -84,158 +83,46 @@ def ratio(a: float, b: float, fmt: str = "{:.2f}×") -> str:
     return fmt.format(a / b)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def sh(*argv: str, timeout: float = 120, check: bool = True) -> str:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout).stdout
 
 
-def services_up() -> None:
-    subprocess.run(["bash", str(ROOT / "scripts/services.sh"), "up"], check=True, timeout=300,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-# -- etcd v2 over plain HTTP ----------------------------------------------------------------------
-
-def etcd_request(host: str, path: str, method: str = "GET", data: Optional[bytes] = None,
-                 timeout: float = 5) -> Tuple[Optional[int], Any, Dict[str, str]]:
-    request = urllib.request.Request(f"http://{host}{path}", data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/x-www-form-urlencoded")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null"), dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, None, {}
-    except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout):
-        return None, None, {}
-
-
-def etcd_value(host: str, key: str) -> Any:
-    status, body, _ = etcd_request(host, f"/v2/keys{key}", timeout=2)
-    if status != 200 or not body:
-        return None
-    try:
-        return json.loads(body["node"]["value"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def etcd_wipe(host: str) -> None:
-    etcd_request(host, f"/v2/keys{NAMESPACE}?recursive=true&dir=true", method="DELETE", timeout=5)
-
-
-class PrivateEtcd:
-    """An etcd of our own on other loopback ports, so that freezing it disturbs nobody."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="horizon-bench-etcd-")
-        self.client_port, self.peer_port = free_port(), free_port()
-        self.host = f"127.0.0.1:{self.client_port}"
-        self.proc: Optional[subprocess.Popen] = None
-        self.frozen = False
-
-    def start(self) -> "PrivateEtcd":
-        client, peer = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{self.peer_port}"
-        self.log = open(os.path.join(self.dir, "etcd.log"), "w")
-        self.proc = subprocess.Popen(
-            ["etcd", "--name", "bench", "--data-dir", os.path.join(self.dir, "data"), "--enable-v2",
-             "--listen-client-urls", client, "--advertise-client-urls", client,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"bench={peer}", "--initial-cluster-state", "new"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_for(lambda: etcd_request(self.host, "/v2/keys/", timeout=1)[0] == 200, 30, "the private etcd")
-        return self
-
-    def freeze(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-        self.frozen = True
-
-    def thaw(self) -> None:
-        if self.proc is not None and self.frozen:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.frozen = False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            try:
-                os.kill(self.proc.pid, signal.SIGCONT)
-                os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
-            self.log.close()
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+    """Remove this run's namespace from the etcd at ``host``."""
+    EtcdV2(f"http://{host}").delete(NAMESPACE)
 
 
 # -- supervisors --------------------------------------------------------------------------------------
 
-class Supervisor:
-    """``python main.py IMAGE COMMAND`` in its own session, with a bench service and a known port."""
+class BenchSupervisor(Supervisor):
+    """``python main.py IMAGE COMMAND`` with a bench service, a fixed port and the flags every benchmark
+    runs with; the psutil view of its processes, and the container's pid, for measurement."""
 
     def __init__(self, name: str, command: str = TEN_PROCESSES, interval: float = 1.0, etcd: str = ETCD,
                  network: str = "none", extra: Sequence[str] = ()) -> None:
-        self.service = f"bench-{name}-{RUN_ID}"[:63].rstrip("-")
-        self.task = "t1"
-        self.command = command
-        self.interval = interval
-        self.etcd = etcd
-        self.network = network
-        self.extra = list(extra)
-        self.port = free_port()
-        self.proc: Optional[subprocess.Popen] = None
-        self.prefix = f"{NAMESPACE}/services/{self.service}/{self.task}"
+        service = f"bench-{name}-{RUN_ID}"[:63].rstrip("-")
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{self.service}.log"
+        super().__init__(service, LOG_DIR / f"{service}.log", NAMESPACE, EtcdV2(f"http://{etcd}"), free_port())
+        self.task = "t1"
+        self.key = f"{self.prefix}/{self.task}"  # the task's directory
+        self.flags = ["--name", self.task, "--etcd", etcd, "--interval", str(interval), "--network", network,
+                      "--stop-signal", "SIGKILL", "--stop-timeout", "1", "--log-level", "WARNING", *extra]
+        self.command = command
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def argv(self) -> List[str]:
-        return [PYTHON, "main.py", IMAGE, self.command, "--service", self.service, "--name", self.task,
-                "--etcd", self.etcd, "--etcd-namespace", NAMESPACE, "--interval", str(self.interval),
-                "--port", str(self.port), "--network", self.network, "--stop-signal", "SIGKILL",
-                "--stop-timeout", "1", "--log-level", "WARNING", *self.extra]
-
-    def start(self) -> "Supervisor":
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.argv(), cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+    def launch(self) -> "BenchSupervisor":
+        self.main(self.command, *self.flags)
         return self
 
     def serving(self) -> bool:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-            conn.request("GET", "/metrics")
-            ok = conn.getresponse().status == 200
-            conn.close()
-            return ok
-        except OSError:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"supervisor {self.service} exited {self.proc.returncode}: "
-                                   f"{self.log_path.read_text()[-2000:]}")
-            return False
+        """/metrics answers 200; a supervisor that has exited fails the benchmark with its output."""
+        if http_get(f"{self.url()}/metrics", timeout=1)[0] == 200:
+            return True
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"supervisor {self.service} exited {self.proc.returncode}: "
+                               f"{self.output()[-2000:]}")
+        return False
 
-    def wait_serving(self, timeout: float = 60) -> "Supervisor":
+    def wait_serving(self, timeout: float = 60) -> "BenchSupervisor":
         wait_for(self.serving, timeout, f"{self.service} serving /metrics", every=0.1)
         return self
 
@@ -249,50 +136,28 @@ class Supervisor:
             return []
 
     def container_pid(self) -> int:
-        cid = sh("docker", "ps", "-q", "--filter", f"label=horizon.service={self.service}").split()[0]
-        return int(sh("docker", "inspect", "-f", "{{.State.Pid}}", cid).strip())
-
-    def signal_group(self, signum: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def finish(self, wait: float = 10) -> None:
-        if self.proc is not None:
-            try:
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                self.signal_group(signal.SIGKILL)
-                self.proc.wait(10)
-            self.log.close()
+        return int(inspect(self.containers()[0], "{{.State.Pid}}"))
 
 
-def stop_all(supervisors: Sequence[Supervisor], etcd_hosts: Sequence[str] = (ETCD,)) -> None:
-    """SIGTERM every group, wait, SIGKILL stragglers, remove containers and keys. Never raises."""
+def stop_all(supervisors: Sequence[BenchSupervisor], etcd_hosts: Sequence[str] = (ETCD,)) -> None:
+    """SIGTERM every group at once, give them 15 s in all, then clean up each (SIGKILL for stragglers,
+    containers, keys) and wipe the run's namespace. Never raises."""
     for sup in supervisors:
         sup.signal_group(signal.SIGTERM)
     deadline = time.monotonic() + 15
     for sup in supervisors:
         try:
-            sup.finish(wait=max(0.5, deadline - time.monotonic()))
+            sup.cleanup(grace=max(0.5, deadline - time.monotonic()))
         except Exception as exc:  # noqa: BLE001
             log(f"cleanup of {sup.service}: {exc}")
-    remove_containers([sup.service for sup in supervisors])
     for host in etcd_hosts:
         etcd_wipe(host)
 
 
-def remove_containers(services: Optional[Sequence[str]] = None) -> None:
-    """Remove the containers of these bench services, or (None) every container this run left."""
+def remove_containers() -> None:
+    """Remove every container this run left (all are named bench-...-RUN_ID)."""
     try:
-        if services is None:
-            ids = sh("docker", "ps", "-aq", "--filter", f"name=^/bench-.*{RUN_ID}").split()
-        else:
-            ids = []
-            for service in services:
-                ids += sh("docker", "ps", "-aq", "--filter", f"label=horizon.service={service}").split()
+        ids = sh("docker", "ps", "-aq", "--filter", f"name=^/bench-.*{RUN_ID}").split()
         if ids:
             sh("docker", "rm", "-f", *ids, check=False)
     except Exception as exc:  # noqa: BLE001

@@ -10,8 +10,11 @@ import tempfile
 import urllib.request
 from typing import List
 
-from bench.common import (PYTHON, ROOT, PrivateEtcd, Row, Supervisor, free_port, log, ms, ratio, stop_all, wait_for,
-                          wrk)
+from bench.common import PYTHON, BenchSupervisor, Row, log, ms, ratio, stop_all, wrk
+from tests.support import ROOT
+from tests.support.etcd_cluster import Cluster
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 NAME = "endpoint"
 P99_LIMIT = 0.015
@@ -41,29 +44,29 @@ def _answers(url: str) -> bool:
 
 def run(smoke: bool) -> List[Row]:
     seconds = 1 if smoke else 10
-    etcd = PrivateEtcd().start()
-    sup = Supervisor("endpoint", etcd=etcd.host)
+    etcd = Cluster().start()
+    sup = BenchSupervisor("endpoint", etcd=etcd.hosts)
     bare = None
     try:
-        sup.start().wait_serving()
-        body = body_of(sup.url + "/metrics")
+        sup.launch().wait_serving()
+        body = body_of(sup.url() + "/metrics")
         port = free_port()
         bare = bare_server(body, port)
         bare_url = f"http://127.0.0.1:{port}/metrics"
         before = wrk(bare_url, seconds)
-        ours = wrk(sup.url + "/metrics", seconds)
-        etcd.freeze()
+        ours = wrk(sup.url() + "/metrics", seconds)
+        etcd.members[0].freeze()
         try:
-            frozen = wrk(sup.url + "/metrics", seconds)
+            frozen = wrk(sup.url() + "/metrics", seconds)
         finally:
-            etcd.thaw()
+            etcd.members[0].thaw()
         after = wrk(bare_url, seconds)
     finally:
         if bare is not None:
             bare.kill()
             bare.wait(10)
             os.unlink(bare.body_file)
-        stop_all([sup], [etcd.host])
+        stop_all([sup], [etcd.hosts])
         etcd.stop()
     base_rps = (before.rps + after.rps) / 2
     base_p99 = (before.p99 + after.p99) / 2

@@ -13,8 +13,9 @@ from typing import List
 
 import psutil
 
-from bench.common import (PYTHON, ROOT, Row, Supervisor, cpu_seconds, log, pss_bytes, ratio, rss_bytes, stop_all,
-                          wait_for)
+from bench.common import PYTHON, BenchSupervisor, Row, cpu_seconds, log, pss_bytes, ratio, rss_bytes, stop_all
+from tests.support import ROOT
+from tests.support.waiting import wait_for
 
 NAME = "footprint"
 RSS_LIMIT = 120 * 2**20
@@ -33,10 +34,10 @@ def tree(pid: int) -> List[psutil.Process]:
 
 def run(smoke: bool) -> List[Row]:
     window = 3 if smoke else 600
-    sup = Supervisor("footprint", interval=1.0)
+    sup = BenchSupervisor("footprint", interval=1.0)
     floor = None
     try:
-        sup.start().wait_serving()
+        sup.launch().wait_serving()
         floor = subprocess.Popen([PYTHON, "-m", "bench.floor_process", str(sup.container_pid()), "1.0"], cwd=ROOT,
                                  start_new_session=True)
         wait_for(lambda: len(tree(floor.pid)) == 4, 20, "the floor process and its three children")

@@ -6,90 +6,47 @@ resolution), and a write of the same document straight to the same etcd (what et
 
 from __future__ import annotations
 
-import http.client
-import json
-import threading
 import time
-import urllib.parse
 from typing import List
 
-from bench.common import (NAMESPACE, MetricsPoller, PrivateEtcd, Row, Supervisor, ThreadedPoll, etcd_request, log, median, ms,
-                          pct, ratio, stop_all)
+from bench.common import (NAMESPACE, BenchSupervisor, MetricsPoller, Row, ThreadedPoll, log, median, ms, pct, ratio,
+                          stop_all)
+from tests.support.etcd import EtcdV2
+from tests.support.etcd_cluster import Cluster
 
 NAME = "freshness"
 ENDPOINT_LIMIT, ETCD_LIMIT = 0.010, 0.050
 
 
-class Watcher:
-    """Receives every write to one etcd key; records (seq, sample timestamp, received wall time)."""
-
-    def __init__(self, host: str, key: str) -> None:
-        self.host, self.key = host, key
-        self.samples: List[tuple] = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        address, port = self.host.split(":")
-        conn = http.client.HTTPConnection(address, int(port), timeout=2)
-        index = None
-        while not self.stopping:
-            query = "wait=true" + (f"&waitIndex={index}" if index else "")
-            try:
-                conn.request("GET", f"/v2/keys{self.key}?{query}")
-                response = conn.getresponse()
-                body = json.loads(response.read())
-            except (OSError, http.client.HTTPException, ValueError):
-                conn.close()
-                continue  # a long poll that timed out: ask again from the same index
-            received = time.time()
-            node = body.get("node") or {}
-            if "modifiedIndex" in node:
-                index = node["modifiedIndex"] + 1
-            if body.get("action") in ("set", "create", "update") and "value" in node:
-                doc = json.loads(node["value"])
-                self.samples.append((doc["seq"], doc["timestamp"], received))
-        conn.close()
-
-    def __enter__(self) -> "Watcher":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping = True
-        self.thread.join(5)
-
-
-def direct_writes(host: str, value: str, times: int) -> List[float]:
+def direct_writes(etcd: EtcdV2, value: str, times: int) -> List[float]:
     """What a write of the same document costs etcd by itself (urlencoded PUT, fresh connection each)."""
-    data = urllib.parse.urlencode({"value": value}).encode()
-    key = f"/v2/keys{NAMESPACE}/freshness-probe"
+    key = f"{NAMESPACE}/freshness-probe"
     took = []
     for _ in range(times):
         t0 = time.perf_counter()
-        etcd_request(host, key, method="PUT", data=data)
+        etcd.put(key, value)
         took.append(time.perf_counter() - t0)
-    etcd_request(host, key, method="DELETE")
+    etcd.delete(key)
     return took
 
 
 def run(smoke: bool) -> List[Row]:
     seconds = 3 if smoke else 30
-    etcd = PrivateEtcd().start()
-    sup = Supervisor("freshness", interval=0.1, etcd=etcd.host, extra=["--metrics-publish-every", "1"])
+    etcd = Cluster().start()
+    sup = BenchSupervisor("freshness", interval=0.1, etcd=etcd.hosts, extra=["--metrics-publish-every", "1"])
     try:
-        sup.start().wait_serving()
-        with Watcher(etcd.host, f"{sup.prefix}/metrics") as watcher, \
-                ThreadedPoll(MetricsPoller(sup.port, 0.0), seconds) as poller:
+        sup.launch().wait_serving()
+        history = sup.etcd.history(f"{sup.key}/metrics")  # every write to the key, timed as it shows
+        with ThreadedPoll(MetricsPoller(sup.port, 0.0), seconds) as poller:
             pass
-        status, body, _ = etcd_request(etcd.host, f"/v2/keys{sup.prefix}/metrics")
-        document = body["node"]["value"] if status == 200 else "{}"
-        floor = direct_writes(etcd.host, document, 50 if smoke else 300)
+        history.stop()
+        node = sup.etcd.get(f"{sup.key}/metrics")
+        floor = direct_writes(sup.etcd, node["value"] if node else "{}", 50 if smoke else 300)
     finally:
-        stop_all([sup], [etcd.host])
+        stop_all([sup], [etcd.hosts])
         etcd.stop()
     served = [received - stamp for _, stamp, received in poller.samples[1:]]
-    stored = [received - stamp for _, stamp, received in watcher.samples]
+    stored = [received - doc["timestamp"] for doc, received in history.changes("metrics")]
     rtt = median(poller.rtts)
     log(f"freshness: endpoint p50 {ms(pct(served, 50))} p99 {ms(pct(served, 99))}; etcd p50 {ms(pct(stored, 50))} "
         f"p99 {ms(pct(stored, 99))}; poll rtt {ms(rtt)}; direct write {ms(median(floor))}")

@@ -11,7 +11,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import psutil
 
-from bench.common import ETCD, ROOT, Row, etcd_request
+from bench.common import Row
+from tests.support import ROOT
+from tests.support.etcd import EtcdV2
 
 CHANGES = Path(__file__).resolve().parent / "CHANGES.md"
 COLUMNS = ("benchmark", "what", "figure", "baseline (same run)", "ratio", "target", "met?")
@@ -60,7 +62,7 @@ def machine() -> Dict[str, str]:
             for line in handle:
                 if line.startswith("PRETTY_NAME="):
                     distro = line.split("=", 1)[1].strip().strip('"')
-    status, body, _ = etcd_request(ETCD, "/version", timeout=5)
+    status, body = EtcdV2().request("/version")
     etcd_version = body.get("etcdserver", "unknown") if status == 200 and isinstance(body, dict) else "unknown"
     cgroup = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
     commit = _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=10"])

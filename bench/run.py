@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 
 from bench import common, report
 from bench.common import Row, log
+from tests.support.services import services_up
 
 BENCHMARKS = ("sample_cost", "cadence", "endpoint", "freshness", "footprint", "start", "scale")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -62,7 +63,7 @@ def run_one(name: str, smoke: bool) -> Tuple[List[Tuple[str, Row]], bool]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     started = time.monotonic()
-    common.services_up()
+    services_up(quiet=True)
     about = report.machine()
     results: List[Tuple[str, Row]] = []
     failed = []

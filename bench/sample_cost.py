@@ -9,7 +9,9 @@ from typing import Callable, List
 
 import docker
 
-from bench.common import IMAGE, RUN_ID, TEN_PROCESSES, Floor, Row, log, median, ratio, sh, us, wait_for
+from bench.common import RUN_ID, TEN_PROCESSES, Floor, Row, log, median, ratio, sh, us
+from tests.support import IMAGE
+from tests.support.waiting import wait_for
 from workers.sampler import Sampler
 
 NAME = "sample_cost"

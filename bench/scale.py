@@ -11,7 +11,7 @@ import time
 import urllib.request
 from typing import Dict, List
 
-from bench.common import (MetricsPoller, Row, Supervisor, cpu_seconds, deviations, log, ms, pct, pss_bytes, ratio,
+from bench.common import (BenchSupervisor, MetricsPoller, Row, cpu_seconds, deviations, log, ms, pct, pss_bytes, ratio,
                           rss_bytes, stop_all)
 
 NAME = "scale"
@@ -22,17 +22,17 @@ INTERVAL = 1.0
 MB = 2**20
 
 
-def task_cpu(sup: Supervisor) -> float:
+def task_cpu(sup: BenchSupervisor) -> float:
     """What the task itself uses, in percent of a core, from its own latest /metrics document."""
-    with urllib.request.urlopen(sup.url + "/metrics", timeout=5) as response:
+    with urllib.request.urlopen(sup.url() + "/metrics", timeout=5) as response:
         return json.load(response)["container"]["cpu_percent"]
 
 
 def measure(n: int, window: float) -> Dict[str, float]:
-    sups = [Supervisor(f"scale{n}-{i}", command=BUSY, interval=INTERVAL) for i in range(n)]
+    sups = [BenchSupervisor(f"scale{n}-{i}", command=BUSY, interval=INTERVAL) for i in range(n)]
     try:
         for sup in sups:
-            sup.start()
+            sup.launch()
         for sup in sups:
             sup.wait_serving(timeout=120 + 2 * n)
         time.sleep(3.0)  # past start-up

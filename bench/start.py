@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from typing import List
 
-from bench.common import ETCD, IMAGE, RUN_ID, Row, Supervisor, etcd_value, log, median, ratio, sh, stop_all, wait_for
+from bench.common import RUN_ID, BenchSupervisor, Row, log, median, ratio, sh, stop_all
+from tests.support import IMAGE
+from tests.support.waiting import wait_for
 
 NAME = "start"
 OVERHEAD_LIMIT = 0.5
@@ -22,15 +24,15 @@ def docker_run(index: int) -> float:
 
 
 def supervised(index: int) -> float:
-    sup = Supervisor(f"start-{index}", command="sleep 100000")
+    sup = BenchSupervisor(f"start-{index}", command="sleep 100000")
     try:
         t0 = time.perf_counter()
-        sup.start()
-        wait_for(lambda: etcd_value(ETCD, f"{sup.prefix}/running") is True or sup.proc.poll() is not None, 60,
+        sup.launch()
+        wait_for(lambda: sup.etcd.value(f"{sup.key}/running") is True or sup.proc.poll() is not None, 60,
                  "running in etcd", every=0.005)
         took = time.perf_counter() - t0
         if sup.proc.poll() is not None:
-            raise RuntimeError(f"supervisor exited {sup.proc.returncode}: {sup.log_path.read_text()[-1000:]}")
+            raise RuntimeError(f"supervisor exited {sup.proc.returncode}: {sup.output()[-1000:]}")
         return took
     finally:
         stop_all([sup])

@@ -7,25 +7,19 @@ import json
 import os
 import signal
 import socket
-from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import IMAGE, NAMESPACE, POLITE, docker, http_get, wait_for
+from tests.support import IMAGE, NAMESPACE, POLITE
+from tests.support.docker import docker
+from tests.support.ini import write_ini
+from tests.support.net import http_get
+from tests.support.supervisor import Supervisor
 
 
-def ini(tmp_path: Path, service: str, extra: str, task: str = "") -> Path:
-    path = tmp_path / f"{service}.ini"
-    path.write_text(
-        f"[task]\nimage = {IMAGE}\ncommand = sleep 30\nservice = {service}\n{task}"
-        f"[etcd]\nnamespace = {NAMESPACE}\n{extra}"
-    )
-    return path
-
-
-def assert_refused(run, needles: List[str]) -> str:
+def assert_refused(run: Supervisor, needles: List[str]) -> str:
     """Exit 2, exactly one line naming the problem, no traceback, no container, no etcd key."""
     assert run.wait(30) == 2, run.output()
     out = run.output()
@@ -51,17 +45,17 @@ def assert_refused(run, needles: List[str]) -> str:
 )
 def test_an_ini_mistake_exits_2_with_one_line(supervised, tmp_path, task, extra, needles):
     run = supervised()
-    path = ini(tmp_path, run.service, extra, task)
-    run.start(["-m", "supervisor", str(path)])
+    path = write_ini(tmp_path, run.service, task=task, etcd=extra)
+    run.ini(path)
     assert_refused(run, [str(path), *needles])
 
 
 def test_check_on_a_bad_file_exits_2_and_on_a_good_one_0(supervised, tmp_path):
     run = supervised()
-    bad = ini(tmp_path, run.service, "ttl = 1\n")
+    bad = write_ini(tmp_path, run.service, etcd="ttl = 1\n")
     run.start(["-m", "supervisor", "--check", str(bad)])
     assert_refused(run, [f"{bad}: [etcd] ttl: 1 is out of range"])
-    good = supervised(run.service).start(["-m", "supervisor", "--check", str(ini(tmp_path, run.service, ""))])
+    good = supervised(run.service).start(["-m", "supervisor", "--check", str(write_ini(tmp_path, run.service))])
     assert good.wait(30) == 0 and ": ok: service " in good.output()
     assert good.containers() == [] and good.task_dir() is None
 
@@ -70,7 +64,7 @@ def test_a_password_file_that_is_empty_exits_2_and_shows_no_secret(supervised, t
     run = supervised()
     empty = tmp_path / "password"
     empty.write_text("\n")
-    run.start(["-m", "supervisor", str(ini(tmp_path, run.service, f"username = root\npassword_file = {empty}\n"))])
+    run.ini(write_ini(tmp_path, run.service, etcd=f"username = root\npassword_file = {empty}\n"))
     assert_refused(run, ["[etcd] password_file", "write the password in it"])
 
 
@@ -97,7 +91,7 @@ def test_a_port_in_use_exits_2_before_anything_is_created(supervised, tmp_path):
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
         port = holder.getsockname()[1]
-        run.start(["-m", "supervisor", str(ini(tmp_path, run.service, f"[endpoint]\nport = {port}\n"))])
+        run.ini(write_ini(tmp_path, run.service, etcd=f"[endpoint]\nport = {port}\n"))
         assert_refused(run, [f"[endpoint] port {port} on 127.0.0.1 is in use", "choose another port"])
 
 
@@ -124,7 +118,7 @@ def test_a_real_endpoint_shrugs_off_bad_requests(supervised):
     run = supervised().main(POLITE)
     url = urlsplit(run.url())
     address = (url.hostname, url.port)
-    wait_for(lambda: run.state() == "running", 30, "the task to run")
+    run.wait_state("running", 30)
     stalled = socket.create_connection(address, timeout=10)
     stalled.sendall(b"GET /status HTTP/1.1\r\nHo")  # and never more
     try:

@@ -14,7 +14,9 @@ import psutil
 import pytest
 
 from bench.run import BENCHMARKS, RESULTS
-from tests.conftest import ROOT, docker, etcd_get
+from tests.support import ROOT
+from tests.support.docker import docker
+from tests.support.etcd import EtcdV2
 
 # Rows every smoke run prints, by benchmark: (benchmark, the start of the row's "what").
 EXPECTED = [
@@ -49,5 +51,5 @@ def test_smoke_mode_runs_every_benchmark_and_prints_every_row(services: None, tm
     assert (RESULTS.read_bytes() if RESULTS.exists() else None) == before  # the real results are left alone
     # nothing left behind: containers, keys, supervisors
     assert not docker("ps", "-aq", "--filter", f"name={run}").split()
-    assert etcd_get(f"/horizon-bench-{run}") is None
+    assert EtcdV2().get(f"/horizon-bench-{run}") is None
     assert not [p for p in psutil.process_iter(["cmdline"]) if run in " ".join(p.info["cmdline"] or ())]

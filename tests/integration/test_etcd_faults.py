@@ -13,8 +13,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import psutil
 import pytest
 
-from tests.conftest import POLITE, Supervised, etcd_delete, http_get, task_keys, wait_for
-from tests.integration.etcd_cluster import Cluster, Member
+from tests.support import POLITE
+from tests.support.etcd import task_keys
+from tests.support.etcd_cluster import Cluster, Member
+from tests.support.metrics import seq_at
+from tests.support.net import http_get
+from tests.support.supervisor import Supervisor
+from tests.support.waiting import wait_for
 
 KEYS = {"info", "endpoint", "metrics", "status", "running"}
 INTERVAL = 0.2
@@ -41,21 +46,21 @@ def private_etcd() -> Iterator[Callable[..., Cluster]]:
             cluster.stop()
 
 
-def supervise(supervised: Callable[..., Supervised], etcd: Cluster, *flags: str, hosts: str = "",
-              reader: int = 0) -> Supervised:
+def supervise(supervised: Callable[..., Supervisor], etcd: Cluster, *flags: str, hosts: str = "",
+              reader: int = 0) -> Supervisor:
     """A supervisor on the private cluster; its record is read from member ``reader``."""
     run = supervised()
-    run.etcd = etcd.url(reader)
+    run.etcd = etcd.client(reader)
     return run.main(POLITE, "--etcd", hosts or etcd.hosts, "--interval", str(INTERVAL), *flags)
 
 
-def endpoint_seq(run: Supervised) -> int:
-    code, body = http_get(f"{run.url()}/metrics")
-    assert code == 200, code
-    return body["seq"]
+def endpoint_seq(run: Supervisor) -> int:
+    seq = seq_at(run.url(), timeout=5)
+    assert seq is not None, "the endpoint does not answer"
+    return seq
 
 
-def current(run: Supervised, state: str = "running") -> Optional[Dict[str, Any]]:
+def current(run: Supervisor, state: str = "running") -> Optional[Dict[str, Any]]:
     """The record when it is whole, has its TTL, shows ``state`` and fresh metrics; else None."""
     task = run.task_dir()
     record = task_keys(task)  # the same read as the TTL: a record re-created without one cannot pass
@@ -68,7 +73,7 @@ def current(run: Supervised, state: str = "running") -> Optional[Dict[str, Any]]
     return record
 
 
-def rss(run: Supervised) -> int:
+def rss(run: Supervisor) -> int:
     """Resident memory of the supervisor and its workers, in bytes."""
     parent = psutil.Process(run.proc.pid)
     total = 0
@@ -80,7 +85,7 @@ def rss(run: Supervised) -> int:
     return total
 
 
-def member_in_use(run: Supervised, etcd: Cluster) -> Optional[Member]:
+def member_in_use(run: Supervisor, etcd: Cluster) -> Optional[Member]:
     """The one member the publisher holds a connection to (its pool keeps it open between writes)."""
     pid = run.workers().get("publisher")
     if pid is None:
@@ -90,7 +95,7 @@ def member_in_use(run: Supervised, etcd: Cluster) -> Optional[Member]:
     return used[0] if len(used) == 1 else None
 
 
-def stop_and_check_the_final_record(run: Supervised) -> None:
+def stop_and_check_the_final_record(run: Supervisor) -> None:
     os.kill(run.proc.pid, signal.SIGTERM)
     assert run.wait(30) == 0
     record = wait_for(lambda: current(run, "stopped"), 5, "the final record")
@@ -111,7 +116,7 @@ def test_a_frozen_etcd_stalls_nothing_and_the_gap_is_summarised(private_etcd, su
 
     polls = []  # (status, seq, timestamp, seconds into the freeze) of every GET /metrics during it
     frozen_at = time.time()
-    member.signal(signal.SIGSTOP)
+    member.freeze()
     try:
         until = time.monotonic() + freeze
         while time.monotonic() < until:
@@ -120,7 +125,7 @@ def test_a_frozen_etcd_stalls_nothing_and_the_gap_is_summarised(private_etcd, su
             time.sleep(0.05)
         memory_after = rss(run)
     finally:
-        member.signal(signal.SIGCONT)
+        member.thaw()
     thawed_at = time.time()
 
     # The endpoint answered every poll, and sampling kept its schedule: every seq number in order,
@@ -205,7 +210,7 @@ def test_a_deleted_record_is_written_again_whole(private_etcd, supervised):
     run = supervise(supervised, etcd)
     wait_for(lambda: current(run), 20, "the whole record in etcd")
     task_key = run.task_dir()["key"]
-    etcd_delete(task_key, etcd.url())
+    etcd.client().delete(task_key)
     wait_for(lambda: current(run), 2 * PUBLISH_PERIOD + 5, "the record written again")
     task = run.task_dir()
     assert task["key"] == task_key and task["ttl"] <= 15

@@ -4,22 +4,23 @@ Secrets never show: not in the supervisor's output, not in the record."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import ssl
 import subprocess
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from tests.conftest import IMAGE, NAMESPACE, POLITE, wait_for
-from tests.integration.etcd_cluster import Cluster, Member
+from tests.support import POLITE
+from tests.support.etcd import EtcdV2
+from tests.support.etcd_cluster import Cluster, Member
+from tests.support.ini import write_ini
+from tests.support.supervisor import Supervisor
+from tests.support.waiting import wait_for
 
 PASSWORD = "pw-" + uuid.uuid4().hex  # unique, so any leak is found by a plain substring search
 EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -54,10 +55,10 @@ class TlsMember(Member):
         super().__init__(name, data_dir)
         self.pki = pki
 
+    scheme = "https"
+
     def client_flags(self) -> List[str]:
-        url = f"https://{self.address}"
-        return ["--listen-client-urls", url, "--advertise-client-urls", url,
-                "--cert-file", self.pki["server.pem"], "--key-file", self.pki["server.key"],
+        return [*super().client_flags(), "--cert-file", self.pki["server.pem"], "--key-file", self.pki["server.key"],
                 "--trusted-ca-file", self.pki["ca.pem"], "--client-cert-auth"]
 
     def context(self) -> ssl.SSLContext:
@@ -65,24 +66,9 @@ class TlsMember(Member):
         context.load_cert_chain(self.pki["client.pem"], self.pki["client.key"])
         return context
 
-    def request(self, path: str) -> tuple:
-        return etcd_request(self, path, context=self.context())
-
-
-def etcd_request(member: Member, path: str, method: str = "GET", body: Optional[bytes] = None,
-                 context: Optional[ssl.SSLContext] = None, password: Optional[str] = None) -> tuple:
-    """(status, JSON body) of one request to the member; (None, None) when it does not answer."""
-    scheme = "https" if context else "http"
-    request = urllib.request.Request(f"{scheme}://{member.address}{path}", data=body, method=method)
-    if password:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"root:{password}".encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=5, context=context) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except (urllib.error.URLError, OSError):
-        return None, None
+    def client(self, **auth: Any) -> EtcdV2:
+        """A client holding the test CA's client certificate."""
+        return EtcdV2(self.url, context=self.context(), **auth)
 
 
 def running(cluster: Cluster) -> Iterator[Member]:
@@ -102,34 +88,23 @@ def tls_etcd(services, pki) -> Iterator[TlsMember]:
 def auth_etcd(services) -> Iterator[Member]:
     """v2 auth on: user root with PASSWORD, and the guest role (anonymous clients) may do nothing."""
     for member in running(Cluster()):
-        assert etcd_request(member, "/v2/auth/users/root", "PUT",
-                            json.dumps({"user": "root", "password": PASSWORD}).encode())[0] == 201
-        assert etcd_request(member, "/v2/auth/enable", "PUT")[0] == 200
+        anonymous, root = member.client(), member.client(password=PASSWORD)
+        assert anonymous.request("/v2/auth/users/root", "PUT",
+                                 json.dumps({"user": "root", "password": PASSWORD}).encode())[0] == 201
+        assert anonymous.request("/v2/auth/enable", "PUT")[0] == 200
         revoke = {"role": "guest", "revoke": {"kv": {"read": ["/*"], "write": ["/*"]}}}
-        assert etcd_request(member, "/v2/auth/roles/guest", "PUT", json.dumps(revoke).encode(), password=PASSWORD)[0] == 200
-        assert etcd_request(member, "/v2/keys/probe", "PUT", b"value=1")[0] == 401  # anonymous: refused
+        assert root.request("/v2/auth/roles/guest", "PUT", json.dumps(revoke).encode())[0] == 200
+        assert anonymous.request("/v2/keys/probe", "PUT", b"value=1")[0] == 401  # anonymous: refused
         yield member
 
 
-def task_ini(tmp_path: Path, service: str, member: Member, etcd_lines: str) -> Path:
-    path = tmp_path / f"{service}.ini"
-    path.write_text(f"[task]\nimage = {IMAGE}\ncommand = {POLITE}\nservice = {service}\n"
-                    f"[etcd]\nhosts = {member.address}\nnamespace = {NAMESPACE}\n{etcd_lines}")
-    return path
+def start(run: Supervisor, tmp_path: Path, member: Member, etcd_lines: str, *flags: str, **auth: Any) -> Supervisor:
+    """The supervisor on the private member; its record is read back from there, as ``auth`` allows."""
+    run.etcd = member.client(**auth)
+    return run.ini(write_ini(tmp_path, run.service, POLITE, etcd=f"hosts = {member.address}\n{etcd_lines}"), *flags)
 
 
-def record(member: Member, service: str, **auth: Any) -> Dict[str, Any]:
-    """The task's keys, raw (strings as stored), from the private member; {} while there is none."""
-    status, body = etcd_request(member, f"/v2/keys{NAMESPACE}/services/{service}?recursive=true", **auth)
-    tasks = body["node"].get("nodes", []) if status == 200 else []
-    return {node["key"].rsplit("/", 1)[1]: node["value"] for node in tasks[0].get("nodes", [])} if tasks else {}
-
-
-def state(keys: Dict[str, Any]) -> Optional[str]:
-    return json.loads(keys["status"])["state"] if "status" in keys else None
-
-
-def stop(run) -> None:
+def stop(run: Supervisor) -> None:
     """SIGTERM once the task runs: a clean stop, exit 0."""
     wait_for(lambda: "task running" in run.output(), 30, "the task to run")
     os.kill(run.proc.pid, signal.SIGTERM)
@@ -137,66 +112,57 @@ def stop(run) -> None:
 
 
 def test_https_with_a_client_certificate_registers_the_task(supervised, tmp_path, tls_etcd, pki):
-    run = supervised()
     tls = f"protocol = https\nca_cert = {pki['ca.pem']}\ncert = {pki['client.pem']}\nkey = {pki['client.key']}\n"
-    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, tls_etcd, tls))])
-    auth = {"context": tls_etcd.context()}
-    wait_for(lambda: state(record(tls_etcd, run.service, **auth)) == "running", 30, "the record over https")
+    run = start(supervised(), tmp_path, tls_etcd, tls)
+    run.wait_state("running", 30, "the record over https")
     stop(run)
-    assert state(record(tls_etcd, run.service, **auth)) == "stopped"  # the final write went over TLS too
+    assert run.state() == "stopped"  # the final write went over TLS too
 
 
 def test_https_without_a_client_certificate_is_refused_by_etcd(supervised, tmp_path, tls_etcd, pki):
-    run = supervised()
-    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, tls_etcd, f"protocol = https\nca_cert = {pki['ca.pem']}\n"))])
+    run = start(supervised(), tmp_path, tls_etcd, f"protocol = https\nca_cert = {pki['ca.pem']}\n")
     wait_for(lambda: "etcd refuses horizon" in run.output(), 30, "the publisher to report the refusal")
     assert "certificate" in run.output().lower()
-    assert record(tls_etcd, run.service, context=tls_etcd.context()) == {}
+    assert run.record() == {}
     stop(run)
 
 
 def test_plain_http_to_a_tls_etcd_is_not_silently_accepted(supervised, tmp_path, tls_etcd):
-    run = supervised()
-    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, tls_etcd, ""))])
+    run = start(supervised(), tmp_path, tls_etcd, "")
     wait_for(lambda: "etcd does not answer" in run.output(), 30, "the publisher to report the failure")
-    assert record(tls_etcd, run.service, context=tls_etcd.context()) == {}
+    assert run.record() == {}
     stop(run)
 
 
 def test_a_password_file_authenticates_and_the_password_shows_nowhere(supervised, tmp_path, auth_etcd):
-    run = supervised()
     secret = tmp_path / "etcd-password"
     secret.write_text(PASSWORD + "\n")
     secret.chmod(0o600)
-    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, auth_etcd,
-                                                 f"username = root\npassword_file = {secret}\n")), "--log-level", "DEBUG"])
-    wait_for(lambda: state(record(auth_etcd, run.service, password=PASSWORD)) == "running", 30, "the record with auth")
-    keys = record(auth_etcd, run.service, password=PASSWORD)
-    assert set(keys) >= {"info", "endpoint", "status", "running"}
+    run = start(supervised(), tmp_path, auth_etcd, f"username = root\npassword_file = {secret}\n",
+                "--log-level", "DEBUG", password=PASSWORD)
+    run.wait_state("running", 30, "the record with auth")
+    assert set(run.record()) >= {"info", "endpoint", "status", "running"}
     stop(run)
-    everything = etcd_request(auth_etcd, "/v2/keys/?recursive=true", password=PASSWORD)[1]
+    everything = run.etcd.request("/v2/keys/?recursive=true")[1]
     assert PASSWORD not in json.dumps(everything) and PASSWORD not in run.output()
     assert PASSWORD not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
 
 
 def test_a_wrong_password_is_reported_without_the_password(supervised, tmp_path, auth_etcd):
-    run = supervised()
     wrong = "wrong-" + PASSWORD
-    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, auth_etcd, f"username = root\npassword = {wrong}\n")),
-               "--log-level", "DEBUG"])
+    run = start(supervised(), tmp_path, auth_etcd, f"username = root\npassword = {wrong}\n", "--log-level", "DEBUG",
+                password=PASSWORD)
     wait_for(lambda: "etcd refuses horizon" in run.output(), 30, "the publisher to report the refusal")
     assert "authentication" in run.output()  # says why, not just "unreachable"
-    assert record(auth_etcd, run.service, password=PASSWORD) == {}
+    assert run.record() == {}
     stop(run)
     assert wrong not in run.output() and PASSWORD not in run.output()
 
 
 def test_a_required_etcd_that_refuses_the_password_fails_the_start_naming_the_credentials(supervised, tmp_path,
                                                                                            auth_etcd):
-    run = supervised()
     wrong = "wrong-" + PASSWORD
-    run.start(["-m", "supervisor", str(task_ini(tmp_path, run.service, auth_etcd,
-                                                 f"username = root\npassword = {wrong}\nrequired = true\n"))])
+    run = start(supervised(), tmp_path, auth_etcd, f"username = root\npassword = {wrong}\nrequired = true\n")
     assert run.wait(30) == 1, run.output()
     last = run.output().strip().splitlines()[-1]
     assert last.startswith("horizon: error: etcd at") and "refused" in last and "password_file" in last, last

@@ -11,7 +11,12 @@ import time
 
 import pytest
 
-from tests.conftest import IMAGE, NAMESPACE, POLITE, ROOT, etcd_get, free_port, http_get, wait_for
+from tests.support import IMAGE, POLITE, ROOT
+from tests.support.docker import inspect
+from tests.support.etcd import EtcdV2
+from tests.support.ini import write_ini
+from tests.support.net import free_port, http_get
+from tests.support.waiting import wait_for
 
 BUSY = "sh -c 'while true; do :; done'"
 
@@ -102,7 +107,7 @@ def test_a_killed_worker_is_restarted_and_nothing_else_changes(supervised, role)
     url = run.url()
     wait_for(lambda: http_get(f"{url}/metrics")[0] == 200, 10, "a sample")
     container_id = run.record()["info"]["container_id"]
-    before = wait_for(run.all_workers, 5, "three workers")
+    before = run.wait_workers()
 
     os.kill(before[role], signal.SIGKILL)
 
@@ -122,30 +127,23 @@ def test_a_killed_worker_is_restarted_and_nothing_else_changes(supervised, role)
 def test_ini_config_with_a_fixed_port(supervised, tmp_path):
     run = supervised()
     port = free_port()
-    ini = tmp_path / "task.ini"
-    ini.write_text(
-        f"[task]\nimage = {IMAGE}\ncommand = {POLITE}\nservice = {run.service}\ntags = a,b\n"
-        f"environment =\n    GREETING='hello world'\nmemory = 64m\n"
-        f"[etcd]\nnamespace = {NAMESPACE}\n[endpoint]\nport = {port}\n"
-    )
-    run.start(["-m", "supervisor", str(ini)])
+    ini = write_ini(tmp_path, run.service, POLITE, task="tags = a,b\nenvironment =\n    GREETING='hello world'\n"
+                    "memory = 64m\n", etcd=f"[endpoint]\nport = {port}\n")
+    run.ini(ini)
     assert run.url() == f"http://127.0.0.1:{port}"
     record = run.record()
     assert record["info"]["tags"] == ["a", "b"]
     container = run.containers()[0]
-    inspect = subprocess.run(
-        ["docker", "inspect", "-f", "{{.HostConfig.Memory}} {{json .Config.Env}} {{json .Config.Labels}}", container],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    assert inspect.startswith(str(64 << 20))
-    assert "GREETING=hello world" in inspect and f'"horizon.service":"{run.service}"' in inspect
+    inspected = inspect(container, "{{.HostConfig.Memory}} {{json .Config.Env}} {{json .Config.Labels}}")
+    assert inspected.startswith(str(64 << 20))
+    assert "GREETING=hello world" in inspected and f'"horizon.service":"{run.service}"' in inspected
 
-    twin = supervised(run.service).start(["-m", "supervisor", str(ini)])  # same file: same task
+    twin = supervised(run.service).ini(ini)  # same file: same task
     assert twin.wait(10) == 1
     assert "another supervisor" in twin.output() and len(twin.output().splitlines()) == 1
     other = tmp_path / "other.ini"  # another task wanting the same port
     other.write_text(ini.read_text())
-    second = supervised(run.service).start(["-m", "supervisor", str(other)])
+    second = supervised(run.service).ini(other)
     assert second.wait(10) == 2
     assert f"port {port}" in second.output() and len(second.output().splitlines()) == 1
     assert run.containers() == [run.record()["info"]["container_id"][:12]]
@@ -210,12 +208,7 @@ def test_oom_kill_is_recorded(supervised):
 
 
 def test_unreachable_engine_is_one_line_exit_1(supervised, tmp_path):
-    run = supervised()
-    os.environ["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
-    try:
-        run.main("sleep 1")
-    finally:
-        del os.environ["DOCKER_HOST"]
+    run = supervised().main("sleep 1", env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
     assert run.wait(30) == 1
     last = run.output().strip().splitlines()[-1]
     assert last.startswith("horizon: error: cannot reach the Docker engine") and "DOCKER_HOST" in last
@@ -225,7 +218,7 @@ def test_unreachable_engine_is_one_line_exit_1(supervised, tmp_path):
 def test_workers_exit_when_the_supervisor_is_killed_and_keys_expire(supervised):
     run = supervised().main(POLITE, "--etcd-ttl", "3")
     wait_for(lambda: run.state() == "running", 15, "state running")
-    workers = wait_for(run.all_workers, 5, "three workers")
+    workers = run.wait_workers()
     os.kill(run.proc.pid, signal.SIGKILL)
     run.proc.wait(5)
 
@@ -250,7 +243,7 @@ def test_any_listed_etcd_member_will_do_and_services_share_a_directory(supervise
     dead = free_port()  # where nothing listens
     first.main(POLITE, "--etcd", f"127.0.0.1:{dead},127.0.0.1:2379", "--name", "one")
     second.main(POLITE, "--name", "two")
-    wait_for(lambda: {"one", "two"} == {n["key"].rsplit("/", 1)[1] for n in (etcd_get(first.prefix) or {}).get("nodes", [])},
+    wait_for(lambda: {"one", "two"} == {n["key"].rsplit("/", 1)[1] for n in (EtcdV2().get(first.prefix) or {}).get("nodes", [])},
              15, "two tasks under one service directory")
     for run in (first, second):
         os.kill(run.proc.pid, signal.SIGTERM)
@@ -262,12 +255,7 @@ def test_ready_is_sent_to_systemd_once_running_and_registered(supervised, tmp_pa
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(address)
     sock.settimeout(20)
-    run = supervised()
-    os.environ["NOTIFY_SOCKET"] = address
-    try:
-        run.main(POLITE)
-    finally:
-        del os.environ["NOTIFY_SOCKET"]
+    run = supervised().main(POLITE, env={"NOTIFY_SOCKET": address})
     message = sock.recv(4096).decode()
     assert "READY=1" in message and "registered in etcd" in message
     assert run.state() == "running" and run.record()["running"] is True

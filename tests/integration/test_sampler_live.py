@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from tests.conftest import IMAGE, docker
+from tests.support import IMAGE
+from tests.support.docker import docker
 from workers.sampler import Sampler
 
 CHURN = "while :; do sh -c 'sleep 0.02; echo' >/dev/null; done"  # a new pair of processes every ~20 ms

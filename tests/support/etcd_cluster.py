@@ -1,4 +1,5 @@
-"""Private etcd members on free loopback ports, for tests that freeze, kill or delay etcd."""
+"""Private etcd members on free loopback ports, for tests and benchmarks that freeze, kill or delay etcd
+without disturbing anyone else's (the shared etcd serves every other test and supervisor)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,43 @@ import tempfile
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
-from tests.conftest import free_port, http_get, wait_for
+from tests.support.etcd import EtcdV2
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 
 class Member:
+    """One etcd process, in its own session (a terminal's or a test run's signals are not its own)."""
+
+    scheme = "http"
+
     def __init__(self, name: str, data_dir: str) -> None:
         self.name = name
         self.client_port = free_port()
         self.peer_port = free_port()
         self.data_dir = os.path.join(data_dir, name)
         self.proc: Optional[subprocess.Popen] = None
+        self.frozen = False
 
     @property
     def address(self) -> str:
+        """HOST:PORT, as a supervisor's ``hosts`` / ``--etcd`` take it."""
         return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.address}"
 
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
 
     def client_flags(self) -> List[str]:
-        """How clients reach the member; a TLS member (test_etcd_security.py) adds https and certificates."""
-        url = f"http://{self.address}"
-        return ["--listen-client-urls", url, "--advertise-client-urls", url]
+        """How clients reach the member; a TLS member (test_etcd_security.py) adds certificates."""
+        return ["--listen-client-urls", self.url, "--advertise-client-urls", self.url]
+
+    def client(self, **auth: Any) -> EtcdV2:
+        """A client of this member alone (``password=`` for an authenticated one)."""
+        return EtcdV2(self.url, **auth)
 
     def start(self, initial_cluster: str, token: str) -> None:
         self.log = open(f"{self.data_dir}.log", "w")
@@ -42,32 +58,36 @@ class Member:
                 "--initial-cluster", initial_cluster, "--initial-cluster-token", token,
                 "--initial-cluster-state", "new",
             ],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
-    def request(self, path: str) -> tuple:
-        """(status, JSON body) of a GET to the member; (None, None) when it does not answer."""
-        return http_get(f"http://{self.address}{path}", timeout=1)
-
     def healthy(self) -> bool:
-        return self.request("/health")[0] == 200
+        return self.client().request("/health", timeout=1)[0] == 200
 
     def stats(self) -> Dict[str, Any]:
         """/v2/stats/self: the member's name and raft state ({} when it does not answer)."""
-        return self.request("/v2/stats/self")[1] or {}
+        return self.client().request("/v2/stats/self", timeout=1)[1] or {}
 
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
 
-    def signal(self, signum: int) -> None:
+    def freeze(self) -> None:
+        """SIGSTOP: the member holds its connections and answers nothing (a stalled etcd)."""
         assert self.proc is not None
-        self.proc.send_signal(signum)
+        self.proc.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT after a freeze; nothing otherwise, so that cleanup may always call it."""
+        if self.proc is not None and self.frozen and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.frozen = False
 
     def kill(self) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGCONT)  # a frozen member would not die before it is thawed
             self.proc.kill()
             self.proc.wait(10)
         self.log.close()  # also when the member died by itself
@@ -85,6 +105,7 @@ class Cluster:
 
     @property
     def hosts(self) -> str:
+        """Every member, as a supervisor's ``hosts`` / ``--etcd`` take them."""
         return ",".join(m.address for m in self.members)
 
     def start(self, timeout: float = 30) -> "Cluster":
@@ -106,8 +127,8 @@ class Cluster:
                 return False
         return True
 
-    def url(self, member: int = 0) -> str:
-        return f"http://{self.members[member].address}"
+    def client(self, member: int = 0) -> EtcdV2:
+        return self.members[member].client()
 
     def leader(self, timeout: float = 10) -> Member:
         """The member that leads the cluster now (after an election, once one is won)."""
