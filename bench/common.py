@@ -334,7 +334,7 @@ def pss_bytes(procs: Sequence[psutil.Process]) -> int:
 
 
 class Floor:
-    """The least a sampler must do: re-read the same cgroup and /proc files (stat, status, cmdline of
+    """The least a sampler must do: re-read the same cgroup and /proc files (stat and statm of
     each process) with ``os.pread`` on kept-open descriptors, parsing nothing."""
 
     def __init__(self, pid: int) -> None:
@@ -342,7 +342,7 @@ class Floor:
         self._net = NetDev(pid)
         self.procs = self._cgroup.read().procs
         paths = [self._cgroup.procs_path]
-        paths += [f"/proc/{p}/{name}" for p in self.procs for name in ("stat", "status", "cmdline")]
+        paths += [f"/proc/{p}/{name}" for p in self.procs for name in ("stat", "statm")]
         self._own = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in paths]
         self.fds = [*self._cgroup.fds(), *self._net.fds(), *self._own]
 

@@ -14,8 +14,10 @@ from typing import List, Tuple
 
 import pytest
 
-from tests.conftest import POLITE, wait_for
-from tests.integration.test_process_faults import EtcdHistory, container_actions, seq_at, seq_passes, three_workers
+from tests.support import POLITE
+from tests.support.docker import container_actions
+from tests.support.metrics import seq_at, seq_passes
+from tests.support.waiting import wait_for
 
 INTERVAL = 0.5
 LIMIT = 3 * INTERVAL + 2  # the bound: killed and a new worker running
@@ -26,11 +28,11 @@ def test_each_hung_worker_is_killed_and_restarted_and_etcd_never_says_the_task_s
     url = run.url()
     seq_passes(url, 0, 10, "a first sample")
     container_id = run.record()["info"]["container_id"]
-    history = EtcdHistory(run.prefix)
+    history = run.etcd.history(run.prefix)
     since = time.time()
 
     for role in ("container", "publisher", "endpoint"):
-        before = three_workers(run)
+        before = run.wait_workers()
         seq = seq_at(url)
         stopped = time.monotonic()
         os.kill(before[role], signal.SIGSTOP)
@@ -94,7 +96,7 @@ def test_watchdog_pings_stop_while_the_container_worker_is_hung_and_come_back(su
         run = supervised().main(POLITE, "--interval", str(INTERVAL))
         wait_for(lambda: any("READY=1" in text for _, text in listener.messages), 20, "READY=1")
         wait_for(lambda: len(listener.pings()) >= 5, 10, "watchdog pings while all is well")
-        before = three_workers(run)
+        before = run.wait_workers()
         stopped = time.monotonic()
         os.kill(before["container"], signal.SIGSTOP)
         wait_for(lambda: before["container"] != run.workers().get("container", before["container"]), LIMIT + 3,
