@@ -14,6 +14,7 @@ setup(
         "tornado>=6.2",
         "msgpack>=1.0",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "bench": ["py-spy>=0.3", "pyinstrument>=4"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "types-docker", "types-psutil",
+                             "types-requests", "msgpack-types"], "bench": ["py-spy>=0.3", "pyinstrument>=4"]},
     entry_points={"console_scripts": ["horizon-supervisor=supervisor:main"]},
 )

@@ -120,7 +120,8 @@ class Role(abc.ABC):
 class Conductor(Protocol):
     """What the arbiter asks of the program it runs."""
 
-    roles: Sequence[Role]
+    @property
+    def roles(self) -> Sequence[Role]: ...
 
     @property
     def over(self) -> bool: ...

@@ -428,10 +428,16 @@ def read_password(path: str) -> str:
         return handle.read().strip()
 
 
+class CaseSensitiveParser(configparser.ConfigParser):
+    """Keys are case-sensitive: 'Image' is a mistake, not an alias."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def load(path: str) -> Config:
     """Read and validate an ini file."""
-    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
-    parser.optionxform = str  # keys are case-sensitive: 'Image' is a mistake, not an alias
+    parser = CaseSensitiveParser(interpolation=None, default_section="\0none")
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle, source=path)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Optional
+from typing import Mapping, Optional
 
 log = logging.getLogger("notify")
 
 
 class Notifier:
-    def __init__(self, environ: Optional[dict] = None) -> None:
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
         self.address = "\0" + address[1:] if address.startswith("@") else address

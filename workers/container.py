@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional
 
 import docker
 import docker.errors
+import docker.utils
 import requests
 from docker.models.containers import Container
 
@@ -283,9 +284,9 @@ class ContainerWorker:
 
         def wait() -> None:
             try:
-                client = docker.from_env(timeout=None)  # it asks the engine's version: it can fail too
+                client = docker.from_env(timeout=ENGINE_TIMEOUT)  # it asks the engine's version: it can fail too
                 try:
-                    client.api.wait(container.id)
+                    client.api.wait(container_id, timeout=None)  # None: as long as the container lives
                 finally:
                     client.close()
             except Exception as exc:  # noqa: BLE001 - any failure is re-checked by the main loop
@@ -293,6 +294,7 @@ class ContainerWorker:
             self._exit_seen.set()
             os.write(self._wake_w, b"x")
 
+        container_id = str(container.id)
         self._exit_seen.clear()
         threading.Thread(target=wait, name="wait", daemon=True).start()
 

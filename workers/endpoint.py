@@ -8,7 +8,7 @@ exist, and none of them changes anything.
     GET /metrics  the latest sample                      (503 before the first one)
     GET /status   {"state","running","exit_code","started_at","uptime_s", ...}
     GET /info     {"info": {...}, "endpoint": {...}}
-    GET /health   200 while the task runs and its sample is fresh, else 503
+    GET /health   200 while the task runs and its sample is fresh, else 503 with the reason
 
 Every answer the handlers give is JSON, errors as ``{"error", "status"}``: 404 for another path, 405
 (with Allow) for another method, 431 for headers over ``MAX_HEADER_BYTES``. Two cases never reach a
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+from http.client import responses
 import socket
 import time
 from datetime import datetime
@@ -166,7 +167,12 @@ class HealthHandler(JsonHandler):
         age = time.time() - metrics["timestamp"] if metrics else None
         fresh = age is not None and age <= max(STALE_INTERVALS * self.interval, 2.0)
         healthy = status["running"] and fresh
-        body = {"healthy": healthy, "state": status["state"], "sample_age_s": round(age, 3) if age is not None else None}
+        reason = None if healthy else (
+            f"the task is {status['state']}" if not status["running"]
+            else "no sample yet" if age is None else f"no sample for {age:.1f} s"
+        )
+        body = {"healthy": healthy, "state": status["state"], "reason": reason,
+                "sample_age_s": round(age, 3) if age is not None else None}
         self.send(to_json(body), 200 if healthy else 503)
 
 
@@ -227,7 +233,7 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
         headers = tornado.httputil.HTTPHeaders(JSON_HEADERS)
         headers["Content-Length"] = str(len(body))
         headers["Date"] = tornado.httputil.format_timestamp(time.time())  # as RequestHandler sends it
-        start = tornado.httputil.ResponseStartLine("HTTP/1.1", status, tornado.httputil.responses[status])
+        start = tornado.httputil.ResponseStartLine("HTTP/1.1", status, responses[status])
         self.conn.write_headers(start, headers, b"" if self.head else body)
         self.conn.finish()
 

@@ -267,6 +267,7 @@ class EmptyEndpointCase(AsyncHTTPTestCase):
         assert metrics.code == 503 and json.loads(metrics.body) == {"error": "no sample yet", "status": 503}
         health = self.fetch("/health")
         assert health.code == 503 and json.loads(health.body)["healthy"] is False
+        assert json.loads(health.body)["reason"] == "the task is starting"
         status = self.fetch("/status")
         assert status.code == 200 and json.loads(status.body)["state"] == "starting"
         assert all(r.headers["Content-Type"] == "application/json" for r in (metrics, health, status))
