@@ -89,6 +89,7 @@ class CgroupFiles:
 
     def __init__(self, pid: int, proc: str = "/proc") -> None:
         self._fds: Dict[str, int] = {}
+        self._last: Optional[Counters] = None
         self.procs_path = ""  # cgroup.procs: read by path, see the module's docstring
         v1_mounts, v2_mount = _mounts(proc)
         v1_paths: Dict[str, str] = {}
@@ -169,7 +170,9 @@ class CgroupFiles:
                         written += int(value)
         return read, written
 
-    def read(self) -> Counters:
+    def read(self, full: bool = True) -> Counters:
+        """The counters. ``full`` False re-reads only what moves between close samples (CPU, memory, pids)
+        and repeats the rest (memory limit, block I/O, the pid list) from the last full read."""
         stat = pread_all(self._fds["memory_stat"])
         if self.version == 1:
             cpu_ns = int(pread_all(self._fds["cpu"]))
@@ -177,11 +180,16 @@ class CgroupFiles:
         else:
             cpu_ns = _stat_value(pread_all(self._fds["cpu"]), b"usage_usec") * 1000
             inactive = _stat_value(stat, b"inactive_file")
-        raw_limit = pread_all(self._fds["memory_limit"]).strip()
-        limit = None if raw_limit == b"max" or int(raw_limit) >= _NO_LIMIT else int(raw_limit)
         usage = int(pread_all(self._fds["memory"]))
-        blk_read, blk_write = self._io()
-        return Counters(
+        if full or self._last is None:
+            raw_limit = pread_all(self._fds["memory_limit"]).strip()
+            limit = None if raw_limit == b"max" or int(raw_limit) >= _NO_LIMIT else int(raw_limit)
+            blk_read, blk_write = self._io()
+            procs = self._procs()
+        else:
+            last = self._last
+            limit, blk_read, blk_write, procs = last.memory_limit_bytes, last.blkio_read_bytes, last.blkio_write_bytes, last.procs
+        self._last = Counters(
             cpu_ns=cpu_ns,
             # what `docker stats` shows: the page cache that could be dropped is not counted
             memory_bytes=max(usage - inactive, 0),
@@ -189,8 +197,9 @@ class CgroupFiles:
             pids=self._optional_int("pids"),
             blkio_read_bytes=blk_read,
             blkio_write_bytes=blk_write,
-            procs=self._procs(),
+            procs=procs,
         )
+        return self._last
 
     def _procs(self) -> Tuple[int, ...]:
         fd = os.open(self.procs_path, os.O_RDONLY | os.O_CLOEXEC)

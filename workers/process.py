@@ -20,9 +20,9 @@ from supervisor.link import WorkerStart
 from supervisor.logs import configure_logging
 from supervisor.shm import Heartbeat
 
-# A beat is due within two loop periods and this slack; the parent allows HANG_GRACE more before it
-# kills, so a loaded host's scheduling delays are not hangs.
-BEAT_SLACK = 0.25
+# A beat is due within a loop period and this slack; the parent allows HANG_GRACE more before it kills,
+# so a loaded host's scheduling delays are not hangs (and a 0.5 s loop is judged within 1.9 s).
+BEAT_SLACK = 0.2
 
 
 def name_process(title: str) -> None:
@@ -52,7 +52,7 @@ class Pulse:
         self.period = period
 
     def beat(self) -> None:
-        self.heartbeat.promise(2 * self.period + BEAT_SLACK)
+        self.heartbeat.promise(self.period + BEAT_SLACK)
 
     def expect(self, seconds: float) -> None:
         """The next beat may take ``seconds`` (one bounded request starts now)."""

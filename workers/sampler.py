@@ -4,11 +4,18 @@ CPU percentages come from the difference between this reading and the previous o
 core, like ``docker stats``), so taking a sample never waits. The arithmetic is in pure functions;
 ``Sampler`` only gathers the raw readings: cgroup files for the container, /proc files for each of its
 processes, all on descriptors kept open between samples (bench/sample_cost.py measures the cost).
+
+The container's CPU, memory and pid count are read every sample; the details (the process table,
+network and block I/O counters, the memory limit) at most every ``detail_every`` seconds (0.5 s), and
+the samples in between repeat the latest details. A process's CPU time is counted in clock ticks
+(10 ms), so at a 0.1 s interval its CPU percentage would move in steps of 10 %: noise, read at several
+times the cost of the container's own figures (whose CPU time is in nanoseconds). On this kind of
+host a sample's cost is mostly cache misses after the sleep, so every file not read counts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,7 +26,8 @@ from workers.procfs import Figures, ProcessFiles, ProcessGone
 
 MAX_PROCESSES = 512  # beyond this, the busiest are kept: one frame must stay well under its size limit
 MAX_CMDLINE_CHARS = 4096
-KEPT_PROCESSES = 200  # processes whose /proc files stay open (3 descriptors each); others are opened per sample
+KEPT_PROCESSES = 200  # processes whose /proc files stay open (4 descriptors each); others are opened per read
+DETAIL_EVERY = 0.5  # seconds between reads of the process table and the slow-moving counters
 
 
 @dataclass(frozen=True)
@@ -84,15 +92,19 @@ def busiest(processes: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 class Sampler:
     """Samples one container, keeping the descriptors of its cgroup and /proc files between samples."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, detail_every: float = DETAIL_EVERY) -> None:
+        self.detail_every = detail_every
         self._files = CgroupFiles(pid)
         try:
-            self._net = NetDev(pid)
+            self._net_dev = NetDev(pid)
         except OSError:
             self._files.close()
             raise
         self._kept: Dict[int, ProcessFiles] = {}
-        self.previous: Optional[Reading] = None
+        self.previous: Optional[Reading] = None  # the last sample: the container's CPU
+        self.previous_table: Optional[Reading] = None  # the last process table: each process's CPU
+        self._table: List[Dict[str, Any]] = []
+        self._net: Tuple[Optional[int], Optional[int]] = (None, None)
 
     @staticmethod
     def _try(files: ProcessFiles, now: float) -> Optional[Figures]:
@@ -121,7 +133,7 @@ class Sampler:
         return figures
 
     def _processes(self, pids: Tuple[int, ...], now: float) -> Tuple[List[Dict[str, Any]], Dict[int, float]]:
-        previous = self.previous
+        previous = self.previous_table
         elapsed = now - previous.at if previous else 0.0
         rows, used = [], {}
         for gone in set(self._kept).difference(pids):
@@ -146,15 +158,19 @@ class Sampler:
 
     def sample(self, now: float) -> Dict[str, Any]:
         """The ``container`` and ``processes`` parts of a /metrics document. OSError once the cgroup is gone."""
-        counters = self._files.read()
-        container = container_figures(counters, self._net.read(), self.previous, now)
-        processes, used = self._processes(counters.procs, now)
-        self.previous = Reading(at=now, cpu_ns=counters.cpu_ns, proc_cpu=used)
-        return {"container": container, "processes": processes}
+        details_due = self.previous_table is None or now - self.previous_table.at >= self.detail_every
+        counters = self._files.read(full=details_due)
+        if details_due:
+            self._table, used = self._processes(counters.procs, now)
+            self._net = self._net_dev.read()
+            self.previous_table = Reading(at=now, cpu_ns=counters.cpu_ns, proc_cpu=used)
+        container = container_figures(counters, self._net, self.previous, now)
+        self.previous = Reading(at=now, cpu_ns=counters.cpu_ns)
+        return {"container": container, "processes": self._table}
 
     def close(self) -> None:
         self._files.close()
-        self._net.close()
+        self._net_dev.close()
         for files in self._kept.values():
             files.close()
         self._kept.clear()
