@@ -42,7 +42,7 @@ from supervisor.shm import SharedMemory, TaskSlots
 from supervisor.channel import Outbox
 from supervisor.state import Ended, Status, TaskMachine, TaskState, utc_now
 from workers.process import Worker, become_worker
-from workers.sampler import Sampler
+from workers.sampler import DETAIL_PERIOD, Sampler
 from workers.seqfile import SeqFile
 
 log = logging.getLogger("container")
@@ -490,7 +490,7 @@ class ContainerWorker:
     def _sampler(self, container: Container) -> Optional[Sampler]:
         pid = container.attrs["State"].get("Pid")
         try:
-            return Sampler(pid)
+            return Sampler(pid, details_every=max(1, round(DETAIL_PERIOD / self.config.metrics.interval)))
         except OSError as exc:
             log.warning("cannot read the container's counters (%s); sampling is off", exc)
             return None

@@ -4,11 +4,6 @@ psutil opens, reads and closes /proc/<pid>/stat, status and cmdline on every cal
 here); re-reading kept descriptors with ``os.pread`` and parsing only the fields we publish costs a
 fraction of that. A kept descriptor stays bound to the process it was opened for: once that process
 is gone, reading it raises ``ProcessLookupError``, even if its pid was reused since.
-
-Every sample reads ``stat`` (CPU, threads, state) and ``statm`` (resident memory): ~8 µs a process.
-``status`` (context switches) costs the kernel ~14 µs a read and ``cmdline`` ~4 µs, so they are read
-again at most every ``SLOW_REFRESH`` seconds, and at once when ``stat``'s name changes (an exec): at a
-0.1 s interval this halves a sample's cost, and those counters are at most a second old.
 """
 
 from __future__ import annotations
@@ -19,9 +14,8 @@ from typing import List, NamedTuple
 from workers.cgroups import pread_all
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 COMM_CHARS = 15  # the kernel's comm field is cut to this many characters
-SLOW_REFRESH = 1.0  # seconds between reads of status and cmdline
+_RSS = b"\nVmRSS:"  # exact; stat's rss field is the kernel's per-CPU estimate (psutil reads statm, also exact)
 _VOLUNTARY = b"\nvoluntary_ctxt_switches:"
 _INVOLUNTARY = b"\nnonvoluntary_ctxt_switches:"
 
@@ -55,7 +49,7 @@ def split_cmdline(raw: bytes) -> List[str]:
     return argv
 
 
-def _field(status: bytes, key: bytes, after: int) -> int:
+def _field(status: bytes, key: bytes, after: int = 0) -> int:
     """The number after ``key`` in /proc/<pid>/status (``VmRSS:  1580 kB``), searched from ``after``;
     0 when absent."""
     start = status.find(key, after)
@@ -70,49 +64,39 @@ class ProcessFiles:
         self.pid = pid
         self._fds: List[int] = []
         try:
-            for name in ("stat", "statm", "status", "cmdline"):
+            for name in ("stat", "status", "cmdline"):
                 self._fds.append(os.open(f"{proc}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC))
         except FileNotFoundError:
             self.close()
             raise ProcessGone(f"process {pid} is gone") from None
-        self._comm = b""
-        self._slow_at = 0.0  # when status and cmdline are read again
         self._raw_cmdline = b""
         self._cmdline: List[str] = []
-        self._switches = (0, 0)
 
-    def read(self, now: float) -> Figures:
-        """The figures at ``now`` (monotonic seconds), which says whether status and cmdline are due."""
-        stat_fd, statm_fd, status_fd, cmdline_fd = self._fds
+    def read(self) -> Figures:
+        stat_fd, status_fd, cmdline_fd = self._fds
         try:
             stat = pread_all(stat_fd)
-            statm = pread_all(statm_fd)
-            end = stat.rfind(b")")
-            comm = stat[stat.find(b"(") + 1:end]
-            if now >= self._slow_at or comm != self._comm:
-                self._read_slow(pread_all(status_fd), pread_all(cmdline_fd), now)
-                self._comm = comm
+            status = pread_all(status_fd)
+            raw = pread_all(cmdline_fd)
         except (ProcessLookupError, FileNotFoundError):
             raise ProcessGone(f"process {self.pid} is gone") from None
+        end = stat.rfind(b")")
+        comm = stat[stat.find(b"(") + 1:end].decode("utf-8", "replace")
         fields = stat[end + 2:].split()  # fields[0] is field 3 of proc(5), "state"
         if fields[0] == b"Z":
             raise ProcessGone(f"process {self.pid} is a zombie")
+        if raw != self._raw_cmdline:
+            self._raw_cmdline, self._cmdline = raw, split_cmdline(raw)
         return Figures(
-            name=self._name(comm.decode("utf-8", "replace")),
+            name=self._name(comm),
             cmdline=self._cmdline,
             cpu_seconds=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
-            rss_bytes=int(statm.split(None, 2)[1]) * PAGE_BYTES,
+            rss_bytes=_field(status, _RSS) * 1024,
             threads=int(fields[17]),
-            ctx_switches_voluntary=self._switches[0],
-            ctx_switches_involuntary=self._switches[1],
+            # the last two lines of the file or near them: search only the end
+            ctx_switches_voluntary=_field(status, _VOLUNTARY, max(0, len(status) - 256)),
+            ctx_switches_involuntary=_field(status, _INVOLUNTARY, max(0, len(status) - 256)),
         )
-
-    def _read_slow(self, status: bytes, raw_cmdline: bytes, now: float) -> None:
-        self._slow_at = now + SLOW_REFRESH
-        tail = max(0, len(status) - 256)  # the counters are the file's last lines: search only its end
-        self._switches = (_field(status, _VOLUNTARY, tail), _field(status, _INVOLUNTARY, tail))
-        if raw_cmdline != self._raw_cmdline:
-            self._raw_cmdline, self._cmdline = raw_cmdline, split_cmdline(raw_cmdline)
 
     def _name(self, comm: str) -> str:
         """The comm field, or (like psutil) argv[0]'s base name when comm was cut and argv[0] extends it."""

@@ -6,11 +6,12 @@ core, like ``docker stats``), so taking a sample never waits. The arithmetic is 
 processes, all on descriptors kept open between samples (bench/sample_cost.py measures the cost).
 
 The container's CPU, memory and pid count are read every sample; the details (the process table,
-network and block I/O counters, the memory limit) at most every ``detail_every`` seconds (0.5 s), and
-the samples in between repeat the latest details. A process's CPU time is counted in clock ticks
-(10 ms), so at a 0.1 s interval its CPU percentage would move in steps of 10 %: noise, read at several
-times the cost of the container's own figures (whose CPU time is in nanoseconds). On this kind of
-host a sample's cost is mostly cache misses after the sleep, so every file not read counts.
+network and block I/O counters, the memory limit) every ``details_every`` samples, which the container
+worker sets to about once a second (``DETAIL_PERIOD``), and the samples in between repeat the latest
+details. A process's CPU time is counted in clock ticks (10 ms), so at a 0.1 s interval its CPU
+percentage would move in steps of 10 %: noise, read at ten times the cost of the container's own
+figures (whose CPU time is in nanoseconds). A sample runs after a sleep, with cold caches, where every
+file read costs several times what it costs in a tight loop: every file not read counts.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from workers.procfs import Figures, ProcessFiles, ProcessGone
 
 MAX_PROCESSES = 512  # beyond this, the busiest are kept: one frame must stay well under its size limit
 MAX_CMDLINE_CHARS = 4096
-KEPT_PROCESSES = 200  # processes whose /proc files stay open (4 descriptors each); others are opened per read
-DETAIL_EVERY = 0.5  # seconds between reads of the process table and the slow-moving counters
+KEPT_PROCESSES = 200  # processes whose /proc files stay open (3 descriptors each); others are opened per read
+DETAIL_PERIOD = 1.0  # seconds between reads of the process table and the slow-moving counters (about)
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,9 @@ def busiest(processes: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 class Sampler:
     """Samples one container, keeping the descriptors of its cgroup and /proc files between samples."""
 
-    def __init__(self, pid: int, detail_every: float = DETAIL_EVERY) -> None:
-        self.detail_every = detail_every
+    def __init__(self, pid: int, details_every: int = 1) -> None:
+        self.details_every = details_every
+        self.samples = 0
         self._files = CgroupFiles(pid)
         try:
             self._net_dev = NetDev(pid)
@@ -107,23 +109,23 @@ class Sampler:
         self._net: Tuple[Optional[int], Optional[int]] = (None, None)
 
     @staticmethod
-    def _try(files: ProcessFiles, now: float) -> Optional[Figures]:
+    def _try(files: ProcessFiles) -> Optional[Figures]:
         try:
-            return files.read(now)
+            return files.read()
         except ProcessGone:
             files.close()
             return None
 
-    def _read(self, pid: int, now: float) -> Optional[Figures]:
+    def _read(self, pid: int) -> Optional[Figures]:
         """The figures of one process, or None once it is gone."""
         kept = self._kept.pop(pid, None)
-        figures = self._try(kept, now) if kept is not None else None
+        figures = self._try(kept) if kept is not None else None
         if kept is None or figures is None:  # a new process, or a kept one whose pid now belongs to another
             try:
                 kept = ProcessFiles(pid)
             except ProcessGone:
                 return None
-            figures = self._try(kept, now)
+            figures = self._try(kept)
             if figures is None:
                 return None
         if len(self._kept) < KEPT_PROCESSES:
@@ -139,7 +141,7 @@ class Sampler:
         for gone in set(self._kept).difference(pids):
             self._kept.pop(gone).close()
         for pid in pids:
-            figures = self._read(pid, now)
+            figures = self._read(pid)
             if figures is None:
                 continue
             before = previous.proc_cpu.get(pid) if previous else None
@@ -158,7 +160,8 @@ class Sampler:
 
     def sample(self, now: float) -> Dict[str, Any]:
         """The ``container`` and ``processes`` parts of a /metrics document. OSError once the cgroup is gone."""
-        details_due = self.previous_table is None or now - self.previous_table.at >= self.detail_every
+        details_due = self.samples % self.details_every == 0
+        self.samples += 1
         counters = self._files.read(full=details_due)
         if details_due:
             self._table, used = self._processes(counters.procs, now)

@@ -20,13 +20,14 @@ from tests.support.etcd import EtcdV2
 
 # Rows every smoke run prints, by benchmark: (benchmark, the start of the row's "what").
 EXPECTED = [
-    ("sample_cost", "sample cost vs SDK"), ("sample_cost", "sample cost vs `docker stats"),
+    ("sample_cost", "whole tree (parent + 3 workers) per sample"), ("sample_cost", "sample cost vs SDK"), ("sample_cost", "sample cost vs `docker stats"),
     ("sample_cost", "sample cost vs floor"),
     *[("cadence", f"cadence {i} s, {what}") for i in ("1", "0.1") for what in ("idle", "etcd SIGSTOPped", "wrk")],
     ("endpoint", "/metrics req/s, wrk"), ("endpoint", "/metrics p99 latency"),
     ("endpoint", "/metrics req/s, etcd SIGSTOPped"), ("endpoint", "/metrics p99 latency, etcd SIGSTOPped"),
     ("freshness", "sample → served at /metrics"), ("freshness", "sample → readable in etcd"),
-    ("footprint", "RSS, parent + workers"), ("footprint", "RSS growth"), ("footprint", "CPU, parent + workers"),
+    ("footprint", "RSS, parent + workers"), ("footprint", "RSS growth over"), ("footprint", "CPU, parent + workers"),
+    ("footprint", "RSS growth under load"),
     ("start", "command → running in etcd"),
     *[("scale", f"N={n}: {what}") for n in (1, 2) for what in ("CPU per task", "RSS per task", "cadence p99")],
 ]
@@ -38,7 +39,7 @@ def test_smoke_mode_runs_every_benchmark_and_prints_every_row(services: None, tm
     before = RESULTS.read_bytes() if RESULTS.exists() else None
     run = f"smoke{uuid.uuid4().hex[:6]}"  # names everything the run creates, so we can look for leftovers
     done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--output", str(output)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=240, env=dict(os.environ, HORIZON_BENCH_RUN=run))
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, HORIZON_BENCH_RUN=run))
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     lines = done.stdout.splitlines()
     table = [line.split(None, 1) for line in lines if line.split(None, 1) and line.split()[0] in BENCHMARKS]

@@ -29,7 +29,7 @@ def churning(services: None):
 
 
 def test_sampling_every_50_ms_sees_new_processes_and_lets_gone_ones_go(churning: int) -> None:
-    sampler = Sampler(churning, detail_every=0.0)  # a table every sample: each one must see the forks
+    sampler = Sampler(churning)  # details (the process table) every sample: each one must see the forks
     before = len(os.listdir("/proc/self/fd"))
     seen = set()
     try:
@@ -40,4 +40,17 @@ def test_sampling_every_50_ms_sees_new_processes_and_lets_gone_ones_go(churning:
     finally:
         sampler.close()
     assert len(seen) >= 10, f"only {sorted(seen)}: the pid list went stale"
-    assert kept <= 4 * 3  # at most the few live processes' stat, statm, status and cmdline
+    assert kept <= 3 * 3  # at most the few live processes' stat, status and cmdline
+
+
+def test_details_are_read_every_nth_sample_and_repeated_in_between(churning: int) -> None:
+    sampler = Sampler(churning, details_every=5)
+    tables = []
+    try:
+        for _ in range(10):
+            tables.append(sampler.sample(time.monotonic())["processes"])
+            time.sleep(0.03)
+    finally:
+        sampler.close()
+    assert all(table is tables[0] for table in tables[:5]) and all(table is tables[5] for table in tables[5:])
+    assert tables[5] is not tables[0] and tables[5]  # read again at the 6th sample: the container forks all along

@@ -114,6 +114,8 @@ def test_cgroup_v1_counters(tmp_path: Path) -> None:
                                  blkio_read_bytes=4097, blkio_write_bytes=8192, procs=(10, 11, 12))
         write(cpu / "cpuacct.usage", "223456789\n")  # the kept descriptor sees new content
         write(mem / "memory.limit_in_bytes", "67108864\n")
+        light = files.read(full=False)  # CPU and memory now; the limit, block I/O and pids from the last full read
+        assert light.cpu_ns == 223456789 and light.memory_limit_bytes is None and light.procs == (10, 11, 12)
         second = files.read()
         assert second.cpu_ns == 223456789 and second.memory_limit_bytes == 64 << 20
     finally:
