@@ -129,11 +129,7 @@ class BenchSupervisor(Supervisor):
     def processes(self) -> List[psutil.Process]:
         """The supervisor and its workers (not the container, which belongs to the engine)."""
         assert self.proc is not None
-        try:
-            parent = psutil.Process(self.proc.pid)
-            return [parent, *parent.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return tree(self.proc.pid)
 
     def container_pid(self) -> int:
         return int(inspect(self.containers()[0], "{{.State.Pid}}"))
@@ -311,6 +307,15 @@ def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def tree(pid: int) -> List[psutil.Process]:
+    """A process and all its descendants ([] once it is gone)."""
+    try:
+        parent = psutil.Process(pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def run_seconds(pid: int) -> float:

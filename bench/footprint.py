@@ -17,7 +17,7 @@ from typing import Dict, List
 
 import psutil
 
-from bench.common import PYTHON, BenchSupervisor, Row, cpu_seconds, log, pss_bytes, ratio, rss_bytes, stop_all, wrk
+from bench.common import PYTHON, BenchSupervisor, Row, cpu_seconds, log, pss_bytes, ratio, rss_bytes, stop_all, tree, wrk
 from tests.support import ROOT
 from tests.support.waiting import wait_for
 
@@ -28,14 +28,6 @@ LOADED_GROWTH_LIMIT = 1 * 2**20
 BURST_SECONDS = 5
 CPU_LIMIT = 2.0
 MB = 2**20
-
-
-def tree(pid: int) -> List[psutil.Process]:
-    try:
-        parent = psutil.Process(pid)
-        return [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def rss_by_role(procs: List[psutil.Process]) -> Dict[str, int]:
