@@ -17,6 +17,7 @@ from tests.support.etcd import EtcdV2
 from tests.support.ini import write_ini
 from tests.support.net import free_port, http_get
 from tests.support.waiting import wait_for
+from workers.sampler import DETAIL_PERIOD
 
 BUSY = "sh -c 'while true; do :; done'"
 
@@ -57,7 +58,9 @@ def test_busy_task_metrics_grow_at_the_endpoint_found_in_etcd(supervised):
         return document if code == 200 and document["seq"] >= after else None
 
     first = wait_for(sample, 10, "a sample")
-    later = wait_for(lambda: sample(first["seq"] + 3), 10, "three more samples")
+    # the process table is read about once a second (workers/sampler.py): two reads give a CPU figure
+    details = round(DETAIL_PERIOD / 0.2)
+    later = wait_for(lambda: sample(first["seq"] + 2 * details + 1), 10, "two more reads of the process table")
     assert later["service"] == run.service and later["interval"] == 0.2
     assert later["container"]["cpu_percent"] > 20  # a busy loop; the host is shared, so not a full core
     assert later["container"]["memory_bytes"] > 0 and later["container"]["pids"] >= 1
