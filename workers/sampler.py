@@ -16,7 +16,7 @@ file read costs several times what it costs in a tight loop: every file not read
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
 
