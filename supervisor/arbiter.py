@@ -155,7 +155,7 @@ class Arbiter:
         self.notifier = notifier or Notifier()
         self.ctx = multiprocessing.get_context("fork")  # workers inherit the shared pages and the sockets
         self.signals: List[int] = []
-        self.wake_at = time.monotonic()  # when the loop meant to wake up
+        self.wake_at = self.returned_at = time.monotonic()  # when select was meant to return, and did
         self.judge_hangs_from = 0.0  # after a stall of our own, heartbeats are not judged until then
         self.next_watchdog = 0.0
         self.reported_problem: Optional[str] = None
@@ -228,6 +228,7 @@ class Arbiter:
             timeout = self.timeout()
             self.wake_at = time.monotonic() + timeout
             readable, writable, _ = select.select(readers, writers, [], timeout)
+            self.returned_at = time.monotonic()
             if self._wake_r in readable:
                 self.dispatch_signals()
             for role in self.roles:
@@ -250,8 +251,8 @@ class Arbiter:
         wake = [now + IDLE_WAKE]
         for role in self.roles:
             if role.child is not None and not role.child.hung:
-                wake.append(self.heartbeats[role.name].due + HANG_GRACE)
-            elif role.child is None and role.restarts.restart_at is not None:
+                wake.append(max(self.heartbeats[role.name].due + HANG_GRACE, self.judge_hangs_from))
+            elif role.child is None and role.wanted and role.restarts.restart_at is not None:
                 wake.append(role.restarts.restart_at)
         deadline = self.conductor.wake_at()
         if deadline is not None:
@@ -261,11 +262,12 @@ class Arbiter:
         return max(0.0, min(wake) - now)
 
     def tick(self, now: float) -> None:
-        if now - self.wake_at > HANG_GRACE:  # we woke up far later than we meant to: we did not run either
+        # Woken far later than meant to, or held up after waking: we did not run either (a stalled host).
+        stalled = max(self.returned_at - self.wake_at, now - self.returned_at)
+        if stalled > HANG_GRACE:
             log.warning("the supervisor did not run for %.1f s (a stalled host?); its workers get %.1f s to beat again",
-                        now - self.wake_at, HANG_GRACE)
+                        stalled, HANG_GRACE)
             self.judge_hangs_from = now + HANG_GRACE
-        self.wake_at = now
         for role in self.roles:
             if role.child is not None:
                 if not role.child.hung and now >= self.judge_hangs_from:
@@ -300,14 +302,15 @@ class Arbiter:
             if role.wanted and role.child is None:
                 return f"the {role.name} worker is not running"
             if role.child is not None and now > self.heartbeats[role.name].due:
-                return f"the {role.name} worker is late with its heartbeat by {now - self.heartbeats[role.name].due:.1f} s"
+                return f"the {role.name} worker is late with its heartbeat"
         return self.conductor.problem(now)
 
     def ping_watchdog(self, now: float) -> None:
-        """WATCHDOG=1 only while all is well; otherwise a STATUS= line says what is wrong (once)."""
+        """WATCHDOG=1 only while all is well; otherwise a STATUS= line says what is wrong, once per problem,
+        and another one says when all is well again."""
         problem = self.problem(now)
         if problem is None:
-            self.notifier.send("WATCHDOG=1")
+            self.notifier.send("WATCHDOG=1", *(["STATUS=all workers well"] if self.reported_problem else []))
         elif problem != self.reported_problem:
             self.notifier.send(f"STATUS={problem}")
             log.warning("withholding the watchdog ping: %s", problem)
@@ -347,8 +350,8 @@ class Arbiter:
         child.inbox.close()
         child.outbox.close()
         role.child = None
-        if role.on_exit(code) is Verdict.DONE:
-            return
+        if role.on_exit(code) is Verdict.DONE or not role.wanted:
+            return  # its job is over, or no worker of its role is wanted any more: no death to count
         how = "killed as hung" if child.hung else f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         if role.restarts.died(time.monotonic()) is State.FATAL:
             message = f"the {role.name} worker died {role.restarts.tries} times in a row ({how}); giving up"

@@ -1,9 +1,9 @@
 """How the supervisor ends, and with which exit status: one object instead of a handful of flags.
 
-    RUNNING ──stop asked──► STOPPING ──container's end reported──► FINISHING ──final record──► DONE
-       └───────────── the task ended, failed to start, or a worker gave up ───┘
+    RUNNING ──a stop (signal; publisher or endpoint gave up)──► STOPPING ──container's end──► FINISHING ──► DONE
+       └──── the task ended, cannot start or cannot register (required etcd), the container worker gave up ──┘
 
-Each phase but RUNNING has a deadline (the conductor sets it), so no wait on a worker is unbounded.
+STOPPING and FINISHING have a deadline each (the conductor sets it), so no wait on a worker is unbounded.
 The exit status comes from what was recorded on the way: the first failure (exit 1), a stop that was
 asked for (exit 0), or the task's own end (its exit code).
 """

@@ -100,7 +100,8 @@ class PublisherRole(FlowRole):
             self.flow.etcd_report(frame.task, frame.body)
         elif frame.kind == "finished":
             self.retired = True
-            if not frame.body.get("published") and "info" in self.flow.views[frame.task].documents:
+            view = self.flow.view(frame.task)
+            if not frame.body.get("published") and view is not None and "info" in view.documents:
                 log.warning("the final record could not be written to etcd; its TTL will expire it")
         else:
             super().on_frame(frame)

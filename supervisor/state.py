@@ -52,12 +52,17 @@ TRANSITIONS: Mapping[TaskState, FrozenSet[TaskState]] = {
     TaskState.STARTING: frozenset({TaskState.RUNNING, TaskState.PAUSED, TaskState.STOPPING} | _ENDS),
     TaskState.RUNNING: frozenset({TaskState.PAUSED, TaskState.STOPPING} | _ENDS),
     TaskState.PAUSED: frozenset({TaskState.RUNNING, TaskState.STOPPING} | _ENDS),
-    TaskState.RESTARTING: frozenset({TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING} | _ENDS),
+    TaskState.RESTARTING: frozenset({TaskState.STARTING, TaskState.RUNNING, TaskState.PAUSED, TaskState.STOPPING} | _ENDS),
     TaskState.STOPPING: FINAL_STATES,
     TaskState.EXITED: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.STOPPED: frozenset(),
 }
+
+
+def fresh_within(interval: float) -> float:
+    """How old a live task's latest sample may be and still count as fresh: 3 intervals, at least 2 s."""
+    return max(3 * interval, 2.0)
 
 
 def utc_now() -> str:

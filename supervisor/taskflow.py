@@ -24,12 +24,11 @@ from supervisor.notify import Notifier
 from supervisor.roles import ContainerRole, EndpointRole, FlowRole, PublisherRole
 from supervisor.shm import SharedMemory
 from supervisor.sockets import bind
-from supervisor.state import LIVE_STATES, Status
+from supervisor.state import LIVE_STATES, Status, fresh_within
 
 log = logging.getLogger("supervisor")
 
 STOP_GRACE = 20.0  # seconds beyond stop_timeout for the engine to report the stop
-STALE_INTERVALS = 3  # a sample older than this many intervals (and at least 2 s) is not fresh
 
 
 class TaskView:
@@ -59,10 +58,10 @@ class TaskFlow:
         self.endpoint = endpoint_document(config, sockets[0].getsockname()[1])
         self.ending = Ending()
         self.views = {config.key: TaskView(config.key)}
-        self.container = ContainerRole(self)
-        self.publisher = PublisherRole(self)
+        self.container_role = ContainerRole(self)
+        self.publisher_role = PublisherRole(self)
         self.endpoint_role = EndpointRole(self)
-        self.roles: Sequence[FlowRole] = (self.publisher, self.container, self.endpoint_role)
+        self.roles: Sequence[FlowRole] = (self.publisher_role, self.container_role, self.endpoint_role)
         self.shm = SharedMemory(roles=[role.name for role in self.roles], tasks=self.views)
 
     # -- what the arbiter asks ------------------------------------------------------------------
@@ -86,13 +85,13 @@ class TaskFlow:
                 wait = self.config.task.stop_timeout + STOP_GRACE
                 log.error("the container did not report its stop within %.0f s", wait)
                 ending.fail(f"the container did not report its stop within {wait:.0f} s")
-                self.container.retired = True
+                self.container_role.retired = True
                 self.finish()
             elif ending.phase is Phase.FINISHING:
                 log.warning("the publisher did not finish in time; leaving the record to its TTL")
-                self.publisher.retired = True
+                self.publisher_role.retired = True
                 ending.done()
-        if ending.phase is Phase.FINISHING and self.publisher.retired and self.publisher.child is None:
+        if ending.phase is Phase.FINISHING and self.publisher_role.retired and self.publisher_role.child is None:
             ending.done()
 
     def stop(self, why: str) -> None:
@@ -104,10 +103,10 @@ class TaskFlow:
         self.notifier.send("STOPPING=1", "STATUS=stopping the task")
         if self.ending.phase is not Phase.RUNNING:
             return
-        if self.container.wanted:
+        if self.container_role.wanted:
             self.ending.stopping(time.monotonic() + self.config.task.stop_timeout + STOP_GRACE)
             for key in self.views:
-                self.container.send("control", key, {"action": "stop"})
+                self.container_role.send("control", key, {"action": "stop"})
         else:  # no container worker will run (etcd is required and has not answered): nothing to stop
             self.finish()
 
@@ -118,7 +117,7 @@ class TaskFlow:
             if view.status is None or view.status.state not in LIVE_STATES:
                 continue
             age = now - self.shm.tasks[key].metrics.written_at
-            if age > max(STALE_INTERVALS * interval, 2.0):
+            if age > fresh_within(interval):
                 return f"task {key.path}: no sample for {age:.1f} s"
         return None
 
@@ -129,29 +128,39 @@ class TaskFlow:
         etcd_ = self.config.etcd
         if self.ending.finishing(time.monotonic() + 2 * etcd_.timeout * len(etcd_.hosts) + 5):
             for key in self.views:
-                self.publisher.send("finish", key, {})
+                self.publisher_role.send("finish", key, {})
+
+    def view(self, key: TaskKey) -> Optional[TaskView]:
+        view = self.views.get(key)
+        if view is None:
+            log.error("bug: a frame about %s, a task this supervisor does not run", key.path)
+        return view
 
     def task_document(self, frame: Frame) -> None:
         """An info, status or metrics frame from the container worker: kept for replay, relayed as it came."""
-        view = self.views[frame.task]
+        view = self.view(frame.task)
+        if view is None:
+            return
         view.documents[frame.kind] = frame.data
-        self.publisher.send_encoded(frame.kind, frame.task, frame.data)
+        self.publisher_role.send_encoded(frame.kind, frame.task, frame.data)
         if frame.kind == "status":
             view.status = Status.from_dict(frame.body)
             self.ending.status = view.status
             self.maybe_ready(view)
 
     def etcd_report(self, key: TaskKey, report: Dict[str, Any]) -> None:
-        view = self.views[key]
+        view = self.view(key)
+        if view is None:
+            return
         view.etcd = report
-        if self.container.held and self.ending.phase is Phase.RUNNING:
+        if self.container_role.held and self.ending.phase is Phase.RUNNING:
             self.etcd_required(report)
         self.maybe_ready(view)
 
     def etcd_required(self, report: Dict[str, Any]) -> None:
         """With ``required = true`` the container waits for etcd's first answer, and a refusal or silence fails."""
         if report.get("connected"):
-            self.container.held = False  # the arbiter starts it on its next turn
+            self.container_role.held = False  # the arbiter starts it on its next turn
         elif report.get("connected") is False:
             hosts = ",".join(f"{h}:{p}" for h, p in self.config.etcd.hosts)
             refused = report.get("refused")
@@ -165,7 +174,7 @@ class TaskFlow:
 
     def maybe_ready(self, view: TaskView) -> None:
         """READY=1 once the task runs and etcd says so (or, unless etcd is required, etcd is away)."""
-        running = view.status is not None and view.status.running
+        running = view.status is not None and view.status.state in LIVE_STATES  # an adopted paused task too
         registered = view.etcd.get("state") == "running"
         etcd_settled = registered or (not self.config.etcd.required and view.etcd.get("connected") is False)
         if running and etcd_settled and not view.ready_sent:

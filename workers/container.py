@@ -11,8 +11,9 @@ an ended one that nobody recorded yet has its real exit code read and recorded.
 
 Sampling runs on a fixed schedule (tick k at start + k * interval) and never waits on the engine:
 the counters come from the cgroup files, and the container's end is noticed by a thread blocked in
-the engine's wait call, which wakes the loop through a pipe. The samples are the worker's heartbeat;
-every engine call is announced first with how long it may take (``Pulse.busy``).
+the engine's wait call, which wakes the loop through a pipe. Each turn of that loop (a sample, at most
+``MAX_WAIT`` apart) is the worker's heartbeat; every engine call is announced first with how long it
+may take (``Pulse.busy``).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from docker.models.containers import Container
 
 from supervisor import frames
 from supervisor.config import Config
-from supervisor.frames import TaskKey
+from supervisor.frames import CONTROL_ACTIONS, TaskKey
 from supervisor.link import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, WorkerStart
 from supervisor.restarts import Policy, Restarts, State as RestartState
 from supervisor.shm import SharedMemory, TaskSlots
 from supervisor.channel import Outbox
 from supervisor.state import Ended, Status, TaskMachine, TaskState, utc_now
-from workers.process import Worker, become_worker
+from workers.process import MAX_WAIT, Worker, become_worker, drain
 from workers.sampler import DETAIL_PERIOD, Sampler
 from workers.seqfile import SeqFile
 
@@ -53,7 +54,6 @@ ENGINE_TIMEOUT = 30  # seconds one engine call may take (the SDK's socket timeou
 ENGINE_OUTAGE_LIMIT = 60.0  # seconds without the engine before the task is declared failed
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 LIVE = frozenset({"running", "paused", "restarting"})
-MAX_WAIT = 0.5  # the loop turns at least this often: its heartbeat, and a look at its parent
 
 
 class FatalError(Exception):
@@ -62,6 +62,10 @@ class FatalError(Exception):
 
 class Orphaned(Exception):
     """The parent is gone: leave the container running for the next supervisor to adopt."""
+
+
+class StopAsked(Exception):
+    """A stop came before the container existed: create nothing."""
 
 
 def engine_time(value: Optional[str]) -> Optional[str]:
@@ -185,8 +189,10 @@ class ContainerWorker:
             action = frame.body.get("action")
             if action == "stop":
                 self.stop_requested = True
-            elif action in ("pause", "resume"):
+            elif action in CONTROL_ACTIONS:
                 self.pause_requested = action == "pause"
+            else:
+                log.error("bug: a control frame with action %r, not one of %s", action, ", ".join(CONTROL_ACTIONS))
         if self.inbox.eof:
             raise Orphaned()
 
@@ -221,6 +227,9 @@ class ContainerWorker:
             self.pulse.expect(ENGINE_TIMEOUT)
             for line in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
                 self.pulse.expect(ENGINE_TIMEOUT)  # a pull takes as long as it takes, a line at a time
+                self.read_control()
+                if self.stop_requested:
+                    raise StopAsked()
                 if "error" in line:
                     raise docker.errors.APIError(line["error"])
         except docker.errors.DockerException as exc:
@@ -249,7 +258,7 @@ class ContainerWorker:
         task = self.config.task
         self.ensure_image(client)
         try:
-            with self.pulse.busy(ENGINE_TIMEOUT):
+            with self.pulse.busy(2 * ENGINE_TIMEOUT):  # the SDK creates, then inspects
                 container: Container = client.containers.create(
                     task.image,
                     command=list(task.command),
@@ -301,6 +310,16 @@ class ContainerWorker:
     # -- the task's life ----------------------------------------------------------------------
 
     def run(self) -> int:
+        last = self.output.last_status()
+        if last is not None and last.state.final:
+            # A worker killed after recording the task's end: the end stands (say it again, in case the
+            # parent never got it); the task must not run a second time.
+            log.info("the task's end (%s) was recorded by the previous worker", last.state.value)
+            self.output.status(last)
+            if self.config.task.remove:
+                self.remove_leftover()
+            drain(self.outbox, self.pulse, 5.0)
+            return EXIT_DONE
         try:
             client = self.connect()
             container = self.find(client)
@@ -311,13 +330,27 @@ class ContainerWorker:
                 container = self.create(client)
                 log.info("created container %s (%s)", container.name, container.short_id)
             return self.supervise(container)
+        except StopAsked:
+            log.info("stopped while the image was being pulled; nothing was created")
+            return EXIT_DONE
         except FatalError as exc:
             self.output.emit("error", {"message": str(exc)})
-            self.outbox_drain()
+            drain(self.outbox, self.pulse, 5.0)
             return EXIT_FATAL
         except Orphaned:
             log.warning("the supervisor is gone; leaving the container running for the next one to adopt")
             return EXIT_ORPHANED
+
+    def remove_leftover(self) -> None:
+        """Remove the ended container the previous worker may not have removed (best effort: its end is
+        recorded whatever happens here)."""
+        try:
+            container = self.find(self.connect())
+            if container is not None:
+                with self.pulse.busy(ENGINE_TIMEOUT):
+                    container.remove(force=True)
+        except (FatalError, *ENGINE_ERRORS) as exc:
+            log.error("cannot remove the ended container %s: %s", container_name(self.config), exc)
 
     def supervise(self, container: Container) -> int:
         self.read_control()  # a stop may have come while the container was found or created
@@ -503,9 +536,10 @@ class ContainerWorker:
         self.output.sample(figures, self.config.metrics.interval)
 
     def wait_until(self, deadline: float) -> None:
-        """Wait for the deadline, a frame from the parent, or the wait thread; at most MAX_WAIT."""
+        """Wait for the deadline, a frame from the parent, or the wait thread; at most a pulse period (the
+        heartbeat's promise)."""
         writers = [self.outbox.fd] if self.outbox.pending else []
-        timeout = min(max(0.0, deadline - time.monotonic()), MAX_WAIT)
+        timeout = min(max(0.0, deadline - time.monotonic()), self.pulse.period)
         readable, writable, _ = select.select([self.inbox.fd, self._wake_r], writers, [], timeout)
         if self._wake_r in readable:
             os.read(self._wake_r, 64)
@@ -519,7 +553,7 @@ class ContainerWorker:
         self.move(TaskState.STOPPING)
         log.info("stopping container %s: %s, then SIGKILL after %ss", container.name, task.stop_signal, task.stop_timeout)
         try:
-            with self.pulse.busy(task.stop_timeout + 2 * ENGINE_TIMEOUT):
+            with self.pulse.busy(task.stop_timeout + 3 * ENGINE_TIMEOUT):  # unpause, stop (its own wait), inspect
                 if container.status == "paused":  # a frozen task cannot handle its stop signal
                     container.unpause()
                 container.stop(timeout=task.stop_timeout)
@@ -541,15 +575,8 @@ class ContainerWorker:
                 pass
             except ENGINE_ERRORS as exc:
                 log.error("cannot remove container %s: %s", container.name, exc)
-        self.outbox_drain()
+        drain(self.outbox, self.pulse, 5.0)
         return EXIT_DONE
-
-    def outbox_drain(self, timeout: float = 5.0) -> None:
-        """Hand every pending frame to the parent before exiting (it reads continuously)."""
-        deadline = time.monotonic() + timeout
-        while not self.outbox.flush() and time.monotonic() < deadline:
-            self.pulse.beat()
-            select.select([], [self.outbox.fd], [], min(MAX_WAIT, max(0.0, deadline - time.monotonic())))
 
 
 SAMPLER_NICE = -10  # ahead of the endpoint and the task's own load: ~0.1 ms of CPU a sample starves nobody

@@ -38,7 +38,7 @@ import tornado.web
 from supervisor.frames import TaskKey
 from supervisor.link import WorkerStart
 from supervisor.shm import SharedMemory, Slot, TaskSlots
-from supervisor.state import Status, TaskState
+from supervisor.state import Status, TaskState, fresh_within
 from workers.process import become_worker
 
 log = logging.getLogger("endpoint")
@@ -49,7 +49,6 @@ SERVER_OPTIONS: Dict[str, Any] = {
     "max_header_size": HARD_HEADER_BYTES, "max_body_size": 64 * 1024,
     "idle_connection_timeout": 60, "body_timeout": 10,  # the idle timeout also bounds a stalled header
 }
-STALE_INTERVALS = 3  # a sample older than this many intervals (and at least 2 s) is not fresh
 BEAT_MS = 500  # the event loop's heartbeat, and a look at the parent: the only wake-up while idle
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}  # every answer's, no Server
 
@@ -165,7 +164,7 @@ class HealthHandler(JsonHandler):
         status = self.status_document()
         metrics = self.documents.get("metrics")[0]
         age = time.time() - metrics["timestamp"] if metrics else None
-        fresh = age is not None and age <= max(STALE_INTERVALS * self.interval, 2.0)
+        fresh = age is not None and age <= fresh_within(self.interval)
         healthy = status["running"] and fresh
         reason = None if healthy else (
             f"the task is {status['state']}" if not status["running"]

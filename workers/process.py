@@ -3,7 +3,7 @@
 Exit codes (``supervisor.link``) tell the parent why a worker ended; its heartbeat tells the parent
 that it still makes progress (gunicorn's worker timeout). A worker promises its next beat within a
 short ``period`` while it loops, and announces a longer wait before a call that may legitimately take
-that long (an etcd request bounded by its timeout, a Docker call, a container stop): ``Pulse.busy``.
+that long (an etcd request: twice its timeout; a Docker call; a container stop): ``Pulse.busy``.
 The parent kills a worker that is past its promise by more than a grace, and restarts it.
 """
 
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -20,6 +22,7 @@ from supervisor.link import WorkerStart
 from supervisor.logs import configure_logging
 from supervisor.shm import Heartbeat
 
+MAX_WAIT = 0.5  # a worker's loop turns at least this often: its heartbeat, and a look at its parent
 # A beat is due within a loop period and this slack; the parent allows HANG_GRACE more before it kills,
 # so a loaded host's scheduling delays are not hangs (and a 0.5 s loop is judged within 1.9 s).
 BEAT_SLACK = 0.2
@@ -76,6 +79,14 @@ class Worker:
         self.watch = ParentWatch()
         self.pulse = Pulse(start.heartbeat, period)
         self.pulse.beat()
+
+
+def drain(outbox: Outbox, pulse: Pulse, timeout: float) -> None:
+    """Hand every pending frame to the parent before exiting (it reads continuously), beating meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not outbox.flush() and time.monotonic() < deadline:
+        pulse.beat()
+        select.select([], [outbox.fd], [], min(pulse.period, max(0.0, deadline - time.monotonic())))
 
 
 def become_worker(start: WorkerStart, period: float) -> Worker:

@@ -36,7 +36,7 @@ from supervisor.config import Config
 from supervisor.frames import Frame, TaskKey
 from supervisor.link import EXIT_DONE, EXIT_ORPHANED, WorkerStart
 from supervisor.state import Status
-from workers.process import Worker, become_worker
+from workers.process import MAX_WAIT, Worker, become_worker, drain
 from workers.registry import EtcdV2Registry, Missing, Refused, Registry, Unavailable
 
 log = logging.getLogger("publisher")
@@ -45,7 +45,6 @@ log = logging.getLogger("publisher")
 # ``status`` then always sees ``running`` agree with it (etcd v2 has no multi-key transactions).
 KEYS = ("info", "endpoint", "metrics", "running", "status")
 RETRY_MIN, RETRY_MAX = 0.2, 2.0
-MAX_WAIT = 0.5  # the loop turns at least this often: its heartbeat, and a look at its parent
 
 
 def dumps(document: Any) -> str:
@@ -280,7 +279,7 @@ class PublisherWorker:
             if all(record.done or record.given_up(record.clock()) for record in self.records.values()):
                 for key, record in self.records.items():
                     self.send("finished", key, {"published": record.done})
-                self.drain_outbox()
+                drain(self.outbox, self.pulse, 2.0)
                 return EXIT_DONE
             self.wait()
 
@@ -295,7 +294,8 @@ class PublisherWorker:
         now = time.monotonic()
         wake_at = now + MAX_WAIT
         for record in self.records.values():
-            due = record.retry_at if record.retry_at > now else record.next_refresh
+            # a final record is never refreshed: its next_refresh stays in the past
+            due = record.retry_at if record.retry_at > now else wake_at if record.final else record.next_refresh
             if record.dirty and record.retry_at <= now:
                 due = now
             wake_at = min(wake_at, due)
@@ -303,11 +303,6 @@ class PublisherWorker:
         _, writable, _ = select.select([self.inbox.fd], writers, [], max(0.0, wake_at - now))
         if writable:
             self.outbox.flush()
-
-    def drain_outbox(self) -> None:
-        deadline = time.monotonic() + 2
-        while not self.outbox.flush() and time.monotonic() < deadline:
-            select.select([], [self.outbox.fd], [], 0.1)
 
 
 def make_registry(config: Config, request_span: Callable[[float], ContextManager[None]]) -> Registry:

@@ -1,6 +1,7 @@
 """The container worker's control path, on a fake container: stop, pause and resume frames are read for
 the worker's own task only; pause and resume move the task's state (and publish it) only when the engine
-did what was asked; a paused container is adopted as paused, and unpaused before it is stopped."""
+did what was asked; a paused container is adopted as paused, and unpaused before it is stopped; a worker
+restarted after its predecessor recorded the task's end never runs the task again."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from supervisor import channel
 from supervisor.config import build
 from supervisor.frames import TaskKey
+from supervisor.link import EXIT_DONE
 from supervisor.shm import SharedMemory
 from supervisor.state import Status, TaskState
 from tests.unit.memory import TASK
@@ -57,9 +59,10 @@ class FakeOutput:
     def __init__(self) -> None:
         self.statuses: List[Status] = []
         self.emitted: List[str] = []
+        self.last: Optional[Status] = None  # what a previous worker of this supervisor published
 
     def last_status(self) -> Optional[Status]:
-        return None
+        return self.last
 
     def status(self, status: Status) -> None:
         self.statuses.append(status)
@@ -139,3 +142,14 @@ def test_a_paused_container_is_adopted_as_paused_and_unpaused_before_its_stop(wo
     assert output.states == ["paused"] and output.emitted == ["info"]
     container_worker.stop(container)  # type: ignore[arg-type]
     assert container.calls == ["unpause", "stop"] and output.states == ["paused", "stopping"]
+
+
+def test_a_worker_restarted_after_the_task_ended_says_so_again_and_runs_nothing(worker, monkeypatch) -> None:
+    container_worker, _, output = worker
+    output.last = Status(TaskState.EXITED, updated_at="2026-11-30T06:00:00.000Z", exit_code=0)
+    removed: List[str] = []
+    monkeypatch.setattr(container_worker, "connect", lambda: pytest.fail("the engine was asked to run the task"))
+    monkeypatch.setattr(container_worker, "remove_leftover", lambda: removed.append("leftover"))
+    monkeypatch.setattr("workers.container.drain", lambda *args: None)
+    assert container_worker.run() == EXIT_DONE
+    assert output.states == ["exited"] and removed == ["leftover"]  # remove = true: the container goes too
