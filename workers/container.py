@@ -224,22 +224,20 @@ class ContainerWorker:
         log.info("image %s is not on this host; pulling it", image)
         repository, tag = docker.utils.parse_repository_tag(image)
         try:
-            self.pulse.expect(ENGINE_TIMEOUT)
-            for line in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-                self.pulse.expect(ENGINE_TIMEOUT)  # a pull takes as long as it takes, a line at a time
-                self.read_control()
-                if self.stop_requested:
-                    raise StopAsked()
-                if "error" in line:
-                    raise docker.errors.APIError(line["error"])
+            with self.pulse.busy(ENGINE_TIMEOUT):
+                for line in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                    self.pulse.extend(ENGINE_TIMEOUT)  # a pull takes as long as it takes, a line at a time
+                    self.read_control()
+                    if self.stop_requested:
+                        raise StopAsked()
+                    if "error" in line:
+                        raise docker.errors.APIError(line["error"])
         except docker.errors.DockerException as exc:
             reason = getattr(exc, "explanation", None) or exc
             raise FatalError(
                 f"image {image!r} is not on this host and cannot be pulled ({reason}): "
                 "load or build it first (docker load / docker import), or fix [task] image"
             ) from None
-        finally:
-            self.pulse.beat()
 
     def find(self, client: docker.DockerClient) -> Optional[Container]:
         try:

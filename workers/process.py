@@ -13,9 +13,10 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 from supervisor.channel import Inbox, Outbox
 from supervisor.link import WorkerStart
@@ -48,26 +49,48 @@ class ParentWatch:
 
 
 class Pulse:
-    """The worker side of its heartbeat: ``beat()`` on every turn of its loop, ``busy(s)`` around a wait."""
+    """The worker side of its heartbeat: ``beat()`` on every turn of its loop, ``busy(s)`` around a wait.
+
+    Inside ``busy(s)`` a thread of the pulse's own beats every period, until ``s`` seconds have passed
+    (``extend`` renews them, for a wait made of bounded steps such as an image pull). So a worker in a
+    legitimate wait keeps its heartbeat, one in a wait past its bound loses it, and a stopped worker (its
+    threads stop with it) is found as fast as in its loop."""
 
     def __init__(self, heartbeat: Heartbeat, period: float) -> None:
         self.heartbeat = heartbeat
         self.period = period
+        self._busy_until = 0.0
+        self._spanning = threading.Event()
+        self._thread: Optional[threading.Thread] = None
 
     def beat(self) -> None:
         self.heartbeat.promise(self.period + BEAT_SLACK)
 
-    def expect(self, seconds: float) -> None:
-        """The next beat may take ``seconds`` (one bounded request starts now)."""
-        self.heartbeat.promise(seconds + BEAT_SLACK)
+    def extend(self, seconds: float) -> None:
+        """The wait under way may go on for ``seconds`` more."""
+        self._busy_until = time.monotonic() + seconds
 
     @contextmanager
     def busy(self, seconds: float) -> Iterator[None]:
-        self.expect(seconds)
+        self.extend(seconds)
+        self.beat()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat_while_busy, name="pulse", daemon=True)
+            self._thread.start()
+        self._spanning.set()
         try:
             yield
         finally:
+            self._spanning.clear()
+            self._busy_until = 0.0
             self.beat()
+
+    def _beat_while_busy(self) -> None:
+        while True:
+            self._spanning.wait()
+            time.sleep(self.period)
+            if self._spanning.is_set() and time.monotonic() < self._busy_until:
+                self.beat()
 
 
 class Worker:
