@@ -10,10 +10,10 @@ Like gunicorn's arbiter, the signal handlers only queue the signal; the single-t
 A worker's exit code tells what its end means (``Role.on_exit``): a worker that finished its job is not
 restarted; one that crashed is restarted with a doubling delay, and after ``Policy.max_tries`` deaths
 in a row the role gives up (``Role.on_give_up``), so a worker that cannot work is never restarted
-forever. A worker past its heartbeat's promise by ``HANG_GRACE`` is hung (SIGSTOPped, or in a call that
-never returns): it is killed, and restarted like any dead worker. When the parent itself did not run for
-a while (the whole host or process group was stalled), every worker gets ``HANG_GRACE`` to beat again
-before it is judged: they were stalled with it, not hung.
+forever. A worker past its heartbeat's promise by the conductor's ``hang_grace`` is hung (SIGSTOPped,
+or in a call that never returns): it is killed, and restarted like any dead worker. When the parent
+itself did not run for a while (the whole host or process group was stalled), every worker gets that
+grace to beat again before it is judged: they were stalled with it, not hung.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ from supervisor.shm import Heartbeat, SharedMemory
 
 log = logging.getLogger("supervisor")
 
-# Seconds past its promised beat before a worker counts as hung and is killed: with a loop of at most
-# 0.5 s and its slack, a hung worker is killed within 1.9 s and back within 3 intervals + 2 s.
-HANG_GRACE = 1.2
 STARTUP_ALLOWANCE = 15.0  # seconds a new worker may take to import its libraries and beat once
 SHUTDOWN_GRACE = 2.0
 IDLE_WAKE = 30.0  # nothing due (no worker runs): look around anyway this often
@@ -128,6 +125,9 @@ class Conductor(Protocol):
     @property
     def over(self) -> bool: ...
 
+    @property
+    def hang_grace(self) -> float: ...
+
     def wake_at(self) -> Optional[float]: ...
 
     def tick(self, now: float) -> None: ...
@@ -150,6 +150,7 @@ class Arbiter:
                  notifier: Optional[Notifier] = None) -> None:
         self.conductor = conductor
         self.roles = list(conductor.roles)
+        self.grace = conductor.hang_grace
         self.heartbeats: Dict[str, Heartbeat] = shm.heartbeats
         self.log_level = log_level
         self.notifier = notifier or Notifier()
@@ -251,7 +252,7 @@ class Arbiter:
         wake = [now + IDLE_WAKE]
         for role in self.roles:
             if role.child is not None and not role.child.hung:
-                wake.append(max(self.heartbeats[role.name].due + HANG_GRACE, self.judge_hangs_from))
+                wake.append(max(self.heartbeats[role.name].due + self.grace, self.judge_hangs_from))
             elif role.child is None and role.wanted and role.restarts.restart_at is not None:
                 wake.append(role.restarts.restart_at)
         deadline = self.conductor.wake_at()
@@ -264,10 +265,10 @@ class Arbiter:
     def tick(self, now: float) -> None:
         # Woken far later than meant to, or held up after waking: we did not run either (a stalled host).
         stalled = max(self.returned_at - self.wake_at, now - self.returned_at)
-        if stalled > HANG_GRACE:
+        if stalled > self.grace:
             log.warning("the supervisor did not run for %.1f s (a stalled host?); its workers get %.1f s to beat again",
-                        stalled, HANG_GRACE)
-            self.judge_hangs_from = now + HANG_GRACE
+                        stalled, self.grace)
+            self.judge_hangs_from = now + self.grace
         for role in self.roles:
             if role.child is not None:
                 if not role.child.hung and now >= self.judge_hangs_from:
@@ -284,7 +285,7 @@ class Arbiter:
 
     def check_heartbeat(self, role: Role, child: Child, now: float) -> None:
         late = now - self.heartbeats[role.name].due
-        if late > HANG_GRACE:
+        if late > self.grace:
             log.error("the %s worker (pid %d) made no progress for %.1f s past its heartbeat: hung; killing it",
                       role.name, child.pid, late)
             child.hung = True

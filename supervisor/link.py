@@ -10,6 +10,11 @@ from typing import Tuple
 
 from supervisor.shm import Heartbeat
 
+# Heartbeats (supervisor/shm.py): a worker's loop turns at least every MAX_WAIT seconds, and each beat
+# promises the next one within the loop's period and BEAT_SLACK.
+MAX_WAIT = 0.5
+BEAT_SLACK = 0.2
+
 EXIT_DONE = 0  # finished its job: the task's end is recorded, or the final record is written
 EXIT_FATAL = 3  # a user-facing error was sent in an ``error`` frame; restarting cannot help
 EXIT_ORPHANED = 4  # the parent is gone

@@ -19,6 +19,7 @@ from supervisor.arbiter import Arbiter
 from supervisor.config import Config
 from supervisor.ending import Ending, Phase, StartupError
 from supervisor.frames import Frame, TaskKey
+from supervisor.link import BEAT_SLACK, MAX_WAIT
 from supervisor.lock import AlreadySupervised, TaskLock
 from supervisor.notify import Notifier
 from supervisor.roles import ContainerRole, EndpointRole, FlowRole, PublisherRole
@@ -29,6 +30,8 @@ from supervisor.state import LIVE_STATES, Status, fresh_within
 log = logging.getLogger("supervisor")
 
 STOP_GRACE = 20.0  # seconds beyond stop_timeout for the engine to report the stop
+MIN_HANG_GRACE = 1.2  # seconds past its promised beat before a worker is hung, at the least
+RESTART_MARGIN = 0.3  # seconds to reap a killed worker and start the next one
 
 
 class TaskView:
@@ -69,6 +72,14 @@ class TaskFlow:
     @property
     def over(self) -> bool:
         return self.ending.phase is Phase.DONE
+
+    @property
+    def hang_grace(self) -> float:
+        """How late past its promise a worker may be before it is killed as hung: as late as keeps a hung
+        worker replaced within 3 intervals + 2 s (its promise is at most MAX_WAIT + BEAT_SLACK away), so
+        a busy host's scheduling delays are forgiven as far as that allows (4 s at a 1 s interval)."""
+        budget = 3 * self.config.metrics.interval + 2
+        return max(MIN_HANG_GRACE, budget - MAX_WAIT - BEAT_SLACK - RESTART_MARGIN)
 
     def wake_at(self) -> Optional[float]:
         return self.ending.deadline

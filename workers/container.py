@@ -37,12 +37,12 @@ from docker.models.containers import Container
 from supervisor import frames
 from supervisor.config import Config
 from supervisor.frames import CONTROL_ACTIONS, TaskKey
-from supervisor.link import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, WorkerStart
+from supervisor.link import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, MAX_WAIT, WorkerStart
 from supervisor.restarts import Policy, Restarts, State as RestartState
 from supervisor.shm import SharedMemory, TaskSlots
 from supervisor.channel import Outbox
 from supervisor.state import Ended, Status, TaskMachine, TaskState, utc_now
-from workers.process import MAX_WAIT, Worker, become_worker, drain
+from workers.process import Worker, become_worker, drain
 from workers.sampler import DETAIL_PERIOD, Sampler
 from workers.seqfile import SeqFile
 

@@ -19,14 +19,10 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from supervisor.channel import Inbox, Outbox
-from supervisor.link import WorkerStart
+from supervisor.link import BEAT_SLACK, WorkerStart
 from supervisor.logs import configure_logging
 from supervisor.shm import Heartbeat
 
-MAX_WAIT = 0.5  # a worker's loop turns at least this often: its heartbeat, and a look at its parent
-# A beat is due within a loop period and this slack; the parent allows HANG_GRACE more before it kills,
-# so a loaded host's scheduling delays are not hangs (and a 0.5 s loop is judged within 1.9 s).
-BEAT_SLACK = 0.2
 
 
 def name_process(title: str) -> None:

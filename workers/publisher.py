@@ -34,9 +34,9 @@ from typing import Any, Callable, ContextManager, Dict, Optional, Set
 
 from supervisor.config import Config
 from supervisor.frames import Frame, TaskKey
-from supervisor.link import EXIT_DONE, EXIT_ORPHANED, WorkerStart
+from supervisor.link import EXIT_DONE, EXIT_ORPHANED, MAX_WAIT, WorkerStart
 from supervisor.state import Status
-from workers.process import MAX_WAIT, Worker, become_worker, drain
+from workers.process import Worker, become_worker, drain
 from workers.registry import EtcdV2Registry, Missing, Refused, Registry, Unavailable
 
 log = logging.getLogger("publisher")
