@@ -31,7 +31,7 @@ log = logging.getLogger("supervisor")
 
 STOP_GRACE = 20.0  # seconds beyond stop_timeout for the engine to report the stop
 MIN_HANG_GRACE = 1.2  # seconds past its promised beat before a worker is hung, at the least
-RESTART_MARGIN = 0.3  # seconds to reap a killed worker and start the next one
+RESTART_MARGIN = 0.8  # seconds to reap a killed worker, back off 0.1 s and start the next one, with room
 
 
 class TaskView:
@@ -77,7 +77,7 @@ class TaskFlow:
     def hang_grace(self) -> float:
         """How late past its promise a worker may be before it is killed as hung: as late as keeps a hung
         worker replaced within 3 intervals + 2 s (its promise is at most MAX_WAIT + BEAT_SLACK away), so
-        a busy host's scheduling delays are forgiven as far as that allows (4 s at a 1 s interval)."""
+        a busy host's scheduling delays are forgiven as far as that allows (3.5 s at a 1 s interval)."""
         budget = 3 * self.config.metrics.interval + 2
         return max(MIN_HANG_GRACE, budget - MAX_WAIT - BEAT_SLACK - RESTART_MARGIN)
 
