@@ -93,9 +93,9 @@ class TaskFlow:
         ending = self.ending
         if ending.deadline is not None and now >= ending.deadline:
             if ending.phase is Phase.STOPPING:
-                wait = self.config.task.stop_timeout + STOP_GRACE
-                log.error("the container did not report its stop within %.0f s", wait)
-                ending.fail(f"the container did not report its stop within {wait:.0f} s")
+                message = f"the container did not report its stop within {self.config.task.stop_timeout + STOP_GRACE:.0f} s"
+                log.error("%s", message)
+                ending.fail(message)
                 self.container_role.retired = True
                 self.finish()
             elif ending.phase is Phase.FINISHING:

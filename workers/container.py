@@ -172,8 +172,8 @@ class ContainerWorker:
         ))
         self._wake_r, self._wake_w = os.pipe()
         self._exit_seen = threading.Event()
-        last = output.last_status()  # a restarted worker goes on counting the task's restarts
-        self.machine = TaskMachine(restarts=last.restarts if last else 0)
+        self.recorded = output.last_status()  # what this supervisor's previous worker published last
+        self.machine = TaskMachine(restarts=self.recorded.restarts if self.recorded else 0)  # counting goes on
 
     # -- talking to the parent ----------------------------------------------------------------
 
@@ -308,7 +308,7 @@ class ContainerWorker:
     # -- the task's life ----------------------------------------------------------------------
 
     def run(self) -> int:
-        last = self.output.last_status()
+        last = self.recorded
         if last is not None and last.state.final:
             # A worker killed after recording the task's end: the end stands (say it again, in case the
             # parent never got it); the task must not run a second time.
@@ -344,11 +344,11 @@ class ContainerWorker:
         recorded whatever happens here)."""
         try:
             container = self.find(self.connect())
-            if container is not None:
-                with self.pulse.busy(ENGINE_TIMEOUT):
-                    container.remove(force=True)
         except (FatalError, *ENGINE_ERRORS) as exc:
             log.error("cannot remove the ended container %s: %s", container_name(self.config), exc)
+            return
+        if container is not None:
+            self.remove(container)
 
     def supervise(self, container: Container) -> int:
         self.read_control()  # a stop may have come while the container was found or created
@@ -566,15 +566,19 @@ class ContainerWorker:
         self.output.seq_file.remove()
         log.info("task %s: %s (exit code %s)", ended.state.value, ended.reason, ended.exit_code)
         if self.config.task.remove:
-            try:
-                with self.pulse.busy(ENGINE_TIMEOUT):
-                    container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except ENGINE_ERRORS as exc:
-                log.error("cannot remove container %s: %s", container.name, exc)
+            self.remove(container)
         drain(self.outbox, self.pulse, 5.0)
         return EXIT_DONE
+
+    def remove(self, container: Container) -> None:
+        """Remove an ended container (``remove = true``); one already gone is fine."""
+        try:
+            with self.pulse.busy(ENGINE_TIMEOUT):
+                container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except ENGINE_ERRORS as exc:
+            log.error("cannot remove container %s: %s", container.name, exc)
 
 
 SAMPLER_NICE = -10  # ahead of the endpoint and the task's own load: ~0.1 ms of CPU a sample starves nobody

@@ -2,8 +2,8 @@
 
 Exit codes (``supervisor.link``) tell the parent why a worker ended; its heartbeat tells the parent
 that it still makes progress (gunicorn's worker timeout). A worker promises its next beat within a
-short ``period`` while it loops, and announces a longer wait before a call that may legitimately take
-that long (an etcd request: twice its timeout; a Docker call; a container stop): ``Pulse.busy``.
+short ``period`` while it loops, and wraps a call that may legitimately take longer (an etcd request:
+twice its timeout; a Docker call; a container stop) in ``Pulse.busy``, whose thread beats until then.
 The parent kills a worker that is past its promise by more than a grace, and restarts it.
 """
 

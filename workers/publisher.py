@@ -6,8 +6,8 @@ documents; the loop writes what changed, extends the record's TTL well before it
 whole record when it was deleted or expired behind our back, and republishes everything after an
 outage. Metrics are coalesced: the container worker sends every ``publish_every``-th sample, and only
 the newest one is ever written. Samples that could not be written during an outage are summarised
-(count and time span) in the status document, not replayed. Before every etcd request the worker's
-heartbeat is moved out by that request's bound, so a frozen etcd never gets the publisher killed as hung.
+(count and time span) in the status document, not replayed. Every etcd request runs inside the pulse's
+``busy`` span, bounded by the request's own bound, so a frozen etcd never gets the publisher killed as hung.
 
 Keys are created only by a full sync, right after their directory gets its TTL, and are otherwise
 only updated: etcd v2 quietly re-creates a deleted directory, without a TTL, around any key written

@@ -145,8 +145,11 @@ def test_a_paused_container_is_adopted_as_paused_and_unpaused_before_its_stop(wo
 
 
 def test_a_worker_restarted_after_the_task_ended_says_so_again_and_runs_nothing(worker, monkeypatch) -> None:
-    container_worker, _, output = worker
-    output.last = Status(TaskState.EXITED, updated_at="2026-11-30T06:00:00.000Z", exit_code=0)
+    first, _, output = worker
+    output.last = Status(TaskState.EXITED, updated_at="2026-11-30T06:00:00.000Z", exit_code=0, restarts=2)
+    process = SimpleNamespace(inbox=first.inbox, outbox=first.outbox, watch=first.watch, pulse=first.pulse)
+    container_worker = ContainerWorker(first.config, output, process)  # type: ignore[arg-type]
+    assert container_worker.machine.restarts == 2  # the count goes on from what was published
     removed: List[str] = []
     monkeypatch.setattr(container_worker, "connect", lambda: pytest.fail("the engine was asked to run the task"))
     monkeypatch.setattr(container_worker, "remove_leftover", lambda: removed.append("leftover"))
