@@ -184,15 +184,17 @@ class TaskFlow:
             self.finish()
 
     def maybe_ready(self, view: TaskView) -> None:
-        """READY=1 once the task runs and etcd says so (or, unless etcd is required, etcd is away)."""
-        running = view.status is not None and view.status.state in LIVE_STATES  # an adopted paused task too
-        registered = view.etcd.get("state") == "running"
+        """READY=1 once the task runs (or was adopted paused) and etcd holds that state (or, unless etcd
+        is required, etcd is away)."""
+        live = view.status is not None and view.status.state in LIVE_STATES  # an adopted paused task too
+        registered = live and view.status is not None and view.etcd.get("state") == view.status.state.value
         etcd_settled = registered or (not self.config.etcd.required and view.etcd.get("connected") is False)
-        if running and etcd_settled and not view.ready_sent:
+        if live and etcd_settled and not view.ready_sent:
             view.ready_sent = True
             where = "registered in etcd" if registered else "etcd unreachable, retrying"
-            self.notifier.send("READY=1", f"STATUS=task running; {where}; endpoint {self.endpoint['url']}")
-            log.info("task running; %s", where)
+            state = view.status.state.value if view.status else "running"
+            self.notifier.send("READY=1", f"STATUS=task {state}; {where}; endpoint {self.endpoint['url']}")
+            log.info("task %s; %s", state, where)
 
 
 def supervise(config: Config, log_level: int, notifier: Optional[Notifier] = None) -> Tuple[int, Optional[str]]:

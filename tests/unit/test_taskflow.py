@@ -1,0 +1,91 @@
+"""The task flow's readiness and its required-etcd rule, on real sockets and shared memory, with a
+notifier of the test's own: READY=1 once the task is live and etcd holds that same state."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, List
+
+import pytest
+
+from supervisor import frames
+from supervisor.config import build
+from supervisor.ending import Phase
+from supervisor.sockets import bind_sockets
+from supervisor.taskflow import TaskFlow
+
+TASK = {"image": "busybox", "command": "sleep 1", "service": "web", "name": "task-1"}
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.sent: List[str] = []
+
+    def send(self, *fields: str) -> None:
+        self.sent.extend(fields)
+
+
+@pytest.fixture
+def flow_for() -> Iterator[Any]:
+    made: List[Any] = []
+
+    def make(**etcd: str) -> TaskFlow:
+        config = build({"task": TASK, "etcd": etcd}, lambda section, key: f"[{section}] {key}", "test", None)
+        sockets = bind_sockets("127.0.0.1", 0)
+        made.extend(sockets)
+        return TaskFlow(config, sockets, Notes())  # type: ignore[arg-type]
+
+    yield make
+    for sock in made:
+        sock.close()
+
+
+def status(flow: TaskFlow, state: str) -> None:
+    data = frames.encode("status", flow.config.key, {"state": state, "updated_at": ""})
+    flow.task_document(frames.decode(data))
+
+
+def etcd(flow: TaskFlow, **report: Any) -> None:
+    flow.etcd_report(flow.config.key, {"connected": True, "refused": None, **report})
+
+
+def ready(flow: TaskFlow) -> List[str]:
+    return [field for field in flow.notifier.sent if field == "READY=1"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("state", ["running", "paused"])
+def test_ready_once_the_live_task_is_what_etcd_holds(flow_for, state: str) -> None:
+    flow = flow_for()
+    status(flow, state)
+    etcd(flow, state=None)  # connected, but the record is not written yet
+    assert ready(flow) == []
+    etcd(flow, state=state)
+    status(flow, state)
+    assert ready(flow) == ["READY=1"]  # once
+
+
+def test_not_ready_while_etcd_still_holds_another_state(flow_for) -> None:
+    flow = flow_for()
+    status(flow, "paused")
+    etcd(flow, state="running")  # the pause is not in etcd yet
+    assert ready(flow) == []
+
+
+def test_ready_without_etcd_unless_it_is_required(flow_for) -> None:
+    flow = flow_for()
+    status(flow, "running")
+    flow.etcd_report(flow.config.key, {"connected": False, "state": None, "refused": None})
+    assert ready(flow) == ["READY=1"]
+
+
+def test_a_required_etcd_that_does_not_answer_fails_the_start(flow_for) -> None:
+    flow = flow_for(required="true")
+    assert flow.container_role.wanted is False  # the container waits for etcd
+    flow.etcd_report(flow.config.key, {"connected": False, "state": None, "refused": None})
+    assert "does not answer and [etcd] required = true" in (flow.ending.failure or "")
+    assert flow.ending.phase is Phase.FINISHING and ready(flow) == []
+
+
+def test_a_required_etcd_that_answers_lets_the_container_start(flow_for) -> None:
+    flow = flow_for(required="true")
+    etcd(flow, state=None)
+    assert flow.container_role.wanted is True and flow.ending.failure is None
