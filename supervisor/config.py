@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from supervisor.etcd import layout
 from supervisor.frames import TaskKey
 
 Converter = Callable[[str], Any]
@@ -275,6 +276,7 @@ class TaskSection:
 
 @dataclass(frozen=True)
 class EtcdSection:
+    api: str = option(choice("v3", "v2"), "v3", doc="etcd API: v3 (etcd's default) or v2 (etcd < 3.4, or --enable-v2)")
     hosts: Tuple[Tuple[str, int], ...] = option(hosts, "127.0.0.1:2379", doc="comma-separated host:port of members")
     namespace: str = option(namespace, "/horizon", doc="root of horizon's keys")
     ttl: int = option(integer(3, 86400), "15", doc="seconds a live task's keys outlast a dead supervisor")
@@ -320,8 +322,8 @@ class Config:
 
     @property
     def task_prefix(self) -> str:
-        """The task's directory in etcd."""
-        return f"{self.etcd.namespace}/services/{self.task.service}/{self.task.name}"
+        """The task's record in etcd."""
+        return layout.task_prefix(self.etcd.namespace, self.task.service, self.task.name)
 
     @property
     def etcd_password(self) -> str:

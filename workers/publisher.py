@@ -2,25 +2,15 @@
 
 It is the only process that talks to etcd, so a slow or dead etcd stalls nothing else. Each task has a
 ``TaskRecord``, a reconciler: frames from the parent (routed by their task) update the wanted
-documents; the loop writes what changed, extends the record's TTL well before it lapses, re-creates the
-whole record when it was deleted or expired behind our back, and republishes everything after an
-outage. Metrics are coalesced: the container worker sends every ``publish_every``-th sample, and only
-the newest one is ever written. Samples that could not be written during an outage are summarised
-(count and time span) in the status document, not replayed. Every etcd request runs inside the pulse's
+documents; the loop writes what changed, keeps the record alive well before its TTL lapses, writes the
+whole record again when it was deleted, expired or changed behind our back, and after an outage.
+Metrics are coalesced: the container worker sends every ``publish_every``-th sample, and only the
+newest one is ever written. Samples that could not be written during an outage are summarised (count
+and time span) in the status document, not replayed. Every etcd request runs inside the pulse's
 ``busy`` span, bounded by the request's own bound, so a frozen etcd never gets the publisher killed as hung.
 
-Keys are created only by a full sync, right after their directory gets its TTL, and are otherwise
-only updated: etcd v2 quietly re-creates a deleted directory, without a TTL, around any key written
-into it, so a plain write would leave a partial record that never expires, while a failed update
-says the record is gone and triggers the full sync.
-
-Record layout, under ``{namespace}/services/{service}/{task}`` (a directory with a TTL)::
-
-    info      {"service","task","image","command","tags","container_id","host","started_at"}
-    endpoint  {"host","port","url"}
-    running   true | false
-    status    {"state","exit_code","reason","updated_at",...}
-    metrics   the /metrics document
+How a record is kept on each API (a directory with a TTL on v2; a lease and guarded transactions on
+v3) is in supervisor/etcd; the key layout is supervisor/etcd/layout.py.
 """
 
 from __future__ import annotations
@@ -30,25 +20,33 @@ import logging
 import select
 import sys
 import time
-from typing import Any, Callable, ContextManager, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 from supervisor.config import Config
+from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.layout import RECORD_KEYS, STORED_PROCESSES
+from supervisor.etcd.store import Backend, connect
 from supervisor.frames import Frame, TaskKey
 from supervisor.link import EXIT_DONE, EXIT_ORPHANED, MAX_WAIT, WorkerStart
 from supervisor.state import Status
 from workers.process import Worker, become_worker, drain
-from workers.registry import EtcdV2Registry, Missing, Refused, Registry, Unavailable
 
 log = logging.getLogger("publisher")
 
-# The order keys are written in. ``running`` goes before ``status``: a reader that sees a state in
-# ``status`` then always sees ``running`` agree with it (etcd v2 has no multi-key transactions).
-KEYS = ("info", "endpoint", "metrics", "running", "status")
 RETRY_MIN, RETRY_MAX = 0.2, 2.0
 
 
 def dumps(document: Any) -> str:
     return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def stored_metrics(document: Dict[str, Any]) -> Dict[str, Any]:
+    """The metrics document as etcd keeps it: the busiest processes only, and how many there are."""
+    processes = document.get("processes", [])
+    if len(processes) <= STORED_PROCESSES:
+        return document
+    busiest = sorted(processes, key=lambda p: p.get("cpu_percent", 0.0), reverse=True)[:STORED_PROCESSES]
+    return dict(document, processes=busiest)
 
 
 class Gap:
@@ -83,17 +81,21 @@ class Gap:
 class TaskRecord:
     """One task's record in etcd, reconciled with the documents its frames bring."""
 
-    def __init__(self, config: Config, registry: Registry, endpoint: Dict[str, Any],
+    def __init__(self, config: Config, backend: Backend, endpoint: Dict[str, Any],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.registry = registry
+        self.backend = backend
+        self.store = backend.record(config.task_prefix)
         self.clock = clock
         self.prefix = config.task_prefix
         self.documents: Dict[str, Any] = {"endpoint": endpoint}
         self.status: Optional[Status] = None
         self.dirty: Set[str] = set()
         self.synced = False  # the whole record is known to be in etcd
+        self.synced_ttl = 0  # the TTL it was written with
         self.written: Set[str] = set()  # keys the last full sync created: only these may be updated
+        self.tidied = False  # expired records' leftovers removed (once, after the first write)
+        self.rewriting = False  # the last publish found the record not as we left it
         self.connected: Optional[bool] = None
         self.refused: Optional[str] = None  # why etcd said no, when it answered but refused us
         self.finishing = False
@@ -141,6 +143,8 @@ class TaskRecord:
             return dumps(self.status is not None and self.status.running)
         if name == "status" and self.last_gap:
             return dumps(dict(self.documents["status"], last_gap=self.last_gap))
+        if name == "metrics":
+            return dumps(stored_metrics(self.documents[name]))
         return dumps(self.documents[name])
 
     # -- etcd -------------------------------------------------------------------------------------
@@ -149,58 +153,59 @@ class TaskRecord:
         return self.config.etcd.keep_finished if self.final else self.config.etcd.ttl
 
     def needs_sync(self) -> bool:
-        """A full sync is due: the first time, after an outage or a vanished record, or for a new key."""
-        return not self.synced or not self.dirty <= self.written
+        """A full sync is due: the first time, after an outage or a vanished record, for a new key, or
+        for a new TTL (the final record's)."""
+        return not self.synced or not self.dirty <= self.written or self.synced_ttl != self.ttl()
 
     def sync_all(self) -> None:
-        """Write the whole record: the directory with its TTL first, then every key we have, then check
-        that the directory still holds them all with a TTL (it may have been deleted in between)."""
-        self.registry.put_dir(self.prefix, self.ttl())
+        """Write the whole record with its TTL (see supervisor/etcd for how each API makes that safe)."""
         if self.gap.count:
             self.last_gap = self.gap.summary()
-        self.written = set()
-        for name in KEYS:
-            if name in self.documents or name == "running":
-                self.registry.put(f"{self.prefix}/{name}", self.render(name))
-                self.written.add(name)
-        ttl, names = self.registry.listing(self.prefix)
-        if ttl is None or not self.written <= names:
-            raise Missing(f"{self.prefix} was deleted while it was being written")
+        names = [name for name in RECORD_KEYS if name in self.documents or name == "running"]
+        self.store.write_all({name: self.render(name) for name in names}, self.ttl())
+        self.written = set(names)
+        self.synced_ttl = self.ttl()
         self.dirty.clear()
         self.synced = True
         self.gap = Gap()
 
     def write_dirty(self) -> None:
-        """Update what changed; Missing from any key means the record vanished (see the module doc)."""
-        for name in sorted(self.dirty, key=KEYS.index):
-            self.registry.update(f"{self.prefix}/{name}", self.render(name))
-            self.dirty.discard(name)
-        if self.final:
-            # A finished record is kept for post-mortems, then expires.
-            self.registry.put_dir(self.prefix, self.ttl())
+        """Write what changed; Missing means the record is not as we left it (see supervisor/etcd)."""
+        self.store.write({name: self.render(name) for name in self.dirty})
+        self.dirty.clear()
 
     def publish(self, now: float) -> None:
         try:
             if "info" not in self.documents:
-                self.registry.ping(self.config.etcd.namespace)  # nothing is written before the container exists
+                self.backend.ping(self.config.etcd.namespace)  # nothing is written before the container exists
                 self.retry_at = now + self.retry_max  # till then, a look now and then says whether etcd answers
             elif self.needs_sync():
                 announce = not self.synced
                 self.sync_all()
                 self.next_refresh = now + self.ttl() / 3
                 if announce:
-                    log.info("task record written to etcd at %s%s", self.registry.describe(), self.prefix)
+                    log.info("task record written to etcd (%s) at %s%s",
+                             self.config.etcd.api, self.backend.describe(), self.prefix)
+                if not self.tidied:
+                    self.backend.tidy(self.config.etcd.namespace)
+                    self.tidied = True
             elif self.dirty:
                 self.write_dirty()
             if self.synced and now >= self.next_refresh and not self.final:
-                self.registry.put_dir(self.prefix, self.ttl(), refresh=True)
+                self.store.keep_alive()
                 self.next_refresh = now + self.ttl() / 3
             self.set_connected(True)
             self.retry_delay = RETRY_MIN
-        except Missing:
-            log.warning("the task's record vanished from etcd (deleted, or its TTL lapsed); writing it again")
+            self.rewriting = False
+        except Missing as exc:
+            # At once the first time; a record that keeps changing under us (another writer) backs off.
+            if not self.rewriting:
+                log.warning("the task's record in etcd is not as horizon left it (%s); writing it again whole", exc)
+            self.retry_at = now + (self.retry_delay if self.rewriting else 0.0)
+            if self.rewriting:
+                self.retry_delay = min(self.retry_delay * 2, self.retry_max)
+            self.rewriting = True
             self.synced = False
-            self.retry_at = now
         except Unavailable as exc:
             fatal = self.connected is None and self.config.etcd.required  # the parent gives up and says why
             refused = str(exc) if isinstance(exc, Refused) else None
@@ -216,7 +221,7 @@ class TaskRecord:
 
     def set_connected(self, connected: bool, refused: Optional[str] = None) -> None:
         if connected and self.connected is False:
-            log.info("etcd answers again at %s", self.registry.describe())
+            log.info("etcd answers again at %s", self.backend.describe())
         self.connected = connected
         self.refused = refused
 
@@ -305,21 +310,13 @@ class PublisherWorker:
             self.outbox.flush()
 
 
-def make_registry(config: Config, request_span: Callable[[float], ContextManager[None]]) -> Registry:
-    etcd_ = config.etcd
-    return EtcdV2Registry(
-        etcd_.hosts, etcd_.timeout, protocol=etcd_.protocol, ca_cert=etcd_.ca_cert, cert=etcd_.cert,
-        key=etcd_.key, username=etcd_.username, password=config.etcd_password, request_span=request_span,
-    )
-
-
 def run(start: WorkerStart, config: Config, endpoint: Dict[str, Any]) -> None:
     """Entry point of the publisher worker process."""
     worker = become_worker(start, period=MAX_WAIT)
-    registry = make_registry(config, worker.pulse.busy)
+    backend = connect(config.etcd, config.etcd_password, worker.pulse.busy)
     try:
-        record = TaskRecord(config, registry, endpoint)
+        record = TaskRecord(config, backend, endpoint)
         code = PublisherWorker({config.key: record}, worker).run()
     finally:
-        registry.close()
+        backend.close()
     sys.exit(code)

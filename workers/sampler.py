@@ -106,6 +106,7 @@ class Sampler:
         self.previous: Optional[Reading] = None  # the last sample: the container's CPU
         self.previous_table: Optional[Reading] = None  # the last process table: each process's CPU
         self._table: List[Dict[str, Any]] = []
+        self._count = 0  # processes in the container at the last table (the table keeps the busiest)
         self._net: Tuple[Optional[int], Optional[int]] = (None, None)
 
     @staticmethod
@@ -159,17 +160,18 @@ class Sampler:
         return busiest(rows), used
 
     def sample(self, now: float) -> Dict[str, Any]:
-        """The ``container`` and ``processes`` parts of a /metrics document. OSError once the cgroup is gone."""
+        """The ``container``, ``processes`` and ``process_count`` parts of a /metrics document. OSError once the cgroup is gone."""
         details_due = self.samples % self.details_every == 0
         self.samples += 1
         counters = self._files.read(full=details_due)
         if details_due:
             self._table, used = self._processes(counters.procs, now)
+            self._count = len(counters.procs)
             self._net = self._net_dev.read()
             self.previous_table = Reading(at=now, cpu_ns=counters.cpu_ns, proc_cpu=used)
         container = container_figures(counters, self._net, self.previous, now)
         self.previous = Reading(at=now, cpu_ns=counters.cpu_ns)
-        return {"container": container, "processes": self._table}
+        return {"container": container, "processes": self._table, "process_count": self._count}
 
     def close(self) -> None:
         self._files.close()

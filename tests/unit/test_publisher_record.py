@@ -11,8 +11,9 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 import pytest
 
 from supervisor.config import build
-from workers.publisher import TaskRecord
-from workers.registry import Missing, Refused, Unavailable
+from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.v2 import V2Backend
+from workers.publisher import RETRY_MIN, TaskRecord
 
 PREFIX = "/ns/services/web/task-1"
 ENDPOINT = {"host": "127.0.0.1", "port": 8080, "url": "http://127.0.0.1:8080"}
@@ -92,12 +93,12 @@ class FakeEtcd:
 def make(etcd: FakeEtcd, publish_every: int = 1, interval: float = 1.0) -> TaskRecord:
     values = {
         "task": {"image": "busybox", "command": "sleep 1", "service": "web", "name": "task-1"},
-        "etcd": {"namespace": "/ns", "ttl": "15"},
+        "etcd": {"namespace": "/ns", "ttl": "15", "api": "v2"},
         "metrics": {"interval": str(interval), "publish_every": str(publish_every)},
     }
     config = build(values, lambda section, key: f"[{section}] {key}", "test", None)
     assert config.task_prefix == PREFIX
-    return TaskRecord(config, etcd, ENDPOINT, clock=lambda: etcd.now)
+    return TaskRecord(config, V2Backend(etcd), ENDPOINT, clock=lambda: etcd.now)  # type: ignore[arg-type]
 
 
 def sample(seq: int) -> Dict[str, Any]:
@@ -118,9 +119,12 @@ def running():
 
 
 def step(etcd: FakeEtcd, publisher: TaskRecord, dt: float = 1.0) -> None:
-    """Let time pass, then run the publisher's loop body until it rests (a Missing retries at once)."""
+    """Let time pass, then run the publisher's loop body until it rests (a record found changed is
+    written again at once, and again after a short back-off if it changed once more)."""
     etcd.now += dt
     for _ in range(3):
+        if publisher.retry_at - etcd.now <= RETRY_MIN:
+            etcd.now = max(etcd.now, publisher.retry_at)
         if etcd.now >= publisher.retry_at:
             publisher.publish(etcd.now)
 

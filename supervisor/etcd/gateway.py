@@ -1,0 +1,162 @@
+"""A small client of etcd's v3 JSON gateway (``POST /v3/...``) on urllib3, for the few calls horizon makes.
+
+Why not a library: gRPC clients are unsafe across ``fork()`` and add about 22 MB to a process;
+etcd3gw needs requests (+19 MB) and has no authentication; urllib3 is loaded already (python-etcd and
+the Docker SDK use it). The README's "etcd v3" section has the measured figures.
+
+What the gateway does that a client must know (checked on etcd 3.4, 3.5 and 3.6's error shape):
+keys and values are base64; int64 fields (revisions, lease IDs, TTLs) are decimal strings; fields with
+a zero value are omitted (a failed transaction has no ``succeeded``); errors come with an HTTP status
+and a body with ``code`` (a gRPC status) and ``message`` (3.4/3.5 add ``error``, 3.6 does not).
+
+Every request is bounded: connect and read each within ``timeout``, never retried by urllib3. A member
+that does not answer (or answers that it cannot serve: no leader, a timeout inside etcd) is left for
+the next one, each tried once per call. With a user and password, the client authenticates at each
+member it uses (``/v3/auth/authenticate``) and sends the token back; a token the member no longer
+knows (expired, or the member restarted) is renewed once, in the same call.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import urllib3
+
+from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.store import RequestSpan, no_span
+from supervisor.etcd.v2 import is_tls_refusal, tls_pool_options
+
+log = logging.getLogger("etcd")
+
+# gRPC status codes the gateway answers with
+INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED = 3, 5, 9, 7
+UNAUTHENTICATED = 16
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def range_end(prefix: str) -> str:
+    """The end of the range holding every key that starts with ``prefix`` (its last byte + 1)."""
+    raw = prefix.encode()
+    return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode()
+
+
+class GatewayError(Exception):
+    """A member answered with an error: its gRPC ``code`` and ``message``."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status}, code {code})")
+        self.status, self.code, self.message = status, code, message
+
+
+class NotFound(Missing):
+    """The member says a named thing (a lease) does not exist."""
+
+
+class Gateway:
+    """The JSON gateways of several members, one in use at a time (see the module doc)."""
+
+    def __init__(
+        self,
+        hosts: Sequence[Tuple[str, int]],
+        timeout: float,
+        protocol: str = "http",
+        ca_cert: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
+        username: str = "",
+        password: str = "",
+        request_span: RequestSpan = no_span,
+    ) -> None:
+        self._urls = [f"{protocol}://{host}:{port}" for host, port in hosts]
+        self._names = [f"{host}:{port}" for host, port in hosts]
+        self._bound = 2 * timeout  # connect, then read: each bounded by timeout
+        self._request_span = request_span
+        self._credentials = {"name": username, "password": password} if username else None
+        self._tokens: List[Optional[str]] = [None] * len(hosts)
+        self._current = 0
+        self._http = urllib3.PoolManager(
+            num_pools=len(hosts), maxsize=1, retries=False,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls_pool_options(ca_cert, cert, key),
+        )
+
+    def describe(self) -> str:
+        return self._names[self._current]
+
+    def call(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """POST ``body`` to ``/v3/PATH`` on the member in use, moving on to the next ones while they do not
+        answer; the answer's JSON. Refused for a refusal, NotFound for a missing lease, Unavailable else."""
+        errors = []
+        handshakes_refused = 0
+        for _ in range(len(self._urls)):
+            try:
+                return self._on_member(self._current, path, body)
+            except GatewayError as exc:
+                if exc.code in (PERMISSION_DENIED, UNAUTHENTICATED) or exc.status in (401, 403):
+                    raise Refused(f"{self.describe()}: {exc.message}") from None
+                if exc.code == NOT_FOUND:
+                    raise NotFound(f"{self.describe()}: {exc.message}") from None
+                errors.append(f"{self.describe()}: {exc}")  # no leader, a timeout within etcd: ask another
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                handshakes_refused += is_tls_refusal(exc)
+                errors.append(f"{self.describe()}: {exc}")
+            self._current = (self._current + 1) % len(self._urls)
+        # Every member answered, but none accepted our TLS settings: a mistake to fix, not an outage.
+        raise (Refused if handshakes_refused == len(self._urls) else Unavailable)("; ".join(errors))
+
+    def _on_member(self, member: int, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        if self._credentials and self._tokens[member] is None:
+            self._authenticate(member)
+        try:
+            return self._post(member, path, body)
+        except GatewayError as exc:
+            if exc.code != UNAUTHENTICATED or not self._credentials:
+                raise
+        self._authenticate(member)  # the member no longer knows our token: one renewal, in this call
+        return self._post(member, path, body)
+
+    def _authenticate(self, member: int) -> None:
+        self._tokens[member] = None
+        try:
+            answer = self._post(member, "auth/authenticate", self._credentials or {})
+        except GatewayError as exc:
+            if exc.code == FAILED_PRECONDITION:  # "authentication is not enabled": nothing to send back
+                self._tokens[member] = ""
+                return
+            if exc.code == INVALID_ARGUMENT or exc.status in (401, 403):  # bad user or password
+                raise Refused(f"{self._names[member]}: {exc.message}") from None
+            raise
+        self._tokens[member] = answer.get("token", "")
+
+    def _post(self, member: int, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        token = self._tokens[member]
+        if token:
+            headers["Authorization"] = token
+        with self._request_span(self._bound):
+            response = self._http.request(
+                "POST", f"{self._urls[member]}/v3/{path}", body=json.dumps(body).encode(), headers=headers,
+            )
+        try:
+            answer = json.loads(response.data or b"{}")
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):  # a proxy's page, or not etcd at all
+            text = response.data[:120].decode(errors="replace")
+            raise GatewayError(response.status, 0, f"not etcd's v3 JSON gateway at /v3/{path}: {text!r}")
+        if response.status != 200:
+            message = answer.get("message") or answer.get("error") or f"HTTP {response.status}"
+            raise GatewayError(response.status, int(answer.get("code", 0)), str(message))
+        return answer
+
+    def close(self) -> None:
+        self._http.clear()

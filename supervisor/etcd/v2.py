@@ -1,0 +1,210 @@
+"""The etcd v2 keys API through python-etcd: the only module that imports it.
+
+A task's record is a directory with a TTL holding plain keys. etcd v2 quietly re-creates a deleted
+directory, without a TTL, around any key written into it, so keys are created only by ``write_all``,
+right after their directory gets its TTL, and are otherwise only updated (``prevExist``): an update
+that fails says the record is gone, where a plain write would leave a partial record that never
+expires.
+
+python-etcd's own retries make one call to a frozen server last 4 x read_timeout, and its member
+failover breaks when the first member is down at start; so each member gets a client of its own with
+a urllib3 pool that never retries and bounds every request by ``timeout``, and the backend moves to
+the next member itself when one stops answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+
+import etcd
+import urllib3
+
+from supervisor.config import EtcdSection
+from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.layout import RECORD_KEYS, services_prefix
+from supervisor.etcd.store import RequestSpan, no_span
+
+log = logging.getLogger("etcd")
+
+
+def is_tls_refusal(exc: BaseException) -> bool:
+    """A TLS handshake that failed (bad certificate, unknown CA): python-etcd wraps urllib3's SSLError."""
+    cause = getattr(exc, "cause", None) or exc
+    return isinstance(cause, (urllib3.exceptions.SSLError, ssl.SSLError))
+
+
+def tls_pool_options(ca_cert: Optional[str], cert: Optional[str], key: Optional[str]) -> Dict[str, Any]:
+    """urllib3 pool arguments for a CA to verify etcd with and a client certificate to show it."""
+    options: Dict[str, Any] = {}
+    if ca_cert:
+        options.update(ca_certs=ca_cert, cert_reqs=ssl.CERT_REQUIRED)
+    if cert:
+        options.update(cert_file=cert, key_file=key)
+    return options
+
+
+class EtcdV2Client:
+    """The few v2 operations horizon needs, on several members with failover."""
+
+    def __init__(
+        self,
+        hosts: Sequence[Tuple[str, int]],
+        timeout: float,
+        protocol: str = "http",
+        ca_cert: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
+        username: str = "",
+        password: str = "",
+        request_span: RequestSpan = no_span,
+    ) -> None:
+        self._hosts = list(hosts)
+        self._bound = 2 * timeout  # connect, then read: each bounded by timeout
+        self._request_span = request_span
+        self._current = 0
+        self._clients: List[etcd.Client] = []
+        for host, port in self._hosts:
+            client = etcd.Client(
+                host=host, port=port, protocol=protocol, read_timeout=timeout,
+                username=username or None, password=password or None,
+            )
+            client.http = urllib3.PoolManager(
+                num_pools=1, maxsize=1, retries=False,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls_pool_options(ca_cert, cert, key),
+            )
+            self._clients.append(client)
+
+    def describe(self) -> str:
+        host, port = self._hosts[self._current]
+        return f"{host}:{port}"
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run one request on the current member, moving on to the next ones while they fail."""
+        errors = []
+        handshakes_refused = 0
+        for _ in range(len(self._clients)):
+            client = self._clients[self._current]
+            try:
+                with self._request_span(self._bound):
+                    return getattr(client, method)(*args, **kwargs)
+            except etcd.EtcdKeyNotFound as exc:
+                raise Missing(str(exc)) from None
+            except etcd.EtcdInsufficientPermissions as exc:
+                raise Refused(f"{self.describe()}: {exc}") from None
+            except (etcd.EtcdConnectionFailed, urllib3.exceptions.HTTPError, OSError) as exc:
+                handshakes_refused += is_tls_refusal(exc)
+                errors.append(f"{self.describe()}: {exc}")
+                self._current = (self._current + 1) % len(self._clients)
+            except etcd.EtcdException as exc:
+                raise Unavailable(f"{self.describe()}: {exc}") from None
+        # Every member answered, but none accepted our TLS settings: a mistake to fix, not an outage.
+        raise (Refused if handshakes_refused == len(self._clients) else Unavailable)("; ".join(errors))
+
+    def put_dir(self, path: str, ttl: int, refresh: bool = False) -> None:
+        """Create the directory with a TTL, or set (refresh=False) or extend (refresh=True) its TTL."""
+        if refresh:
+            self._call("write", path, None, dir=True, ttl=ttl, prevExist=True, refresh=True)
+            return
+        try:
+            self._call("write", path, None, dir=True, ttl=ttl, prevExist=True)
+        except Missing:
+            self._call("write", path, None, dir=True, ttl=ttl, prevExist=False)
+
+    def put(self, key: str, value: str) -> None:
+        """Create or replace the key (silently creating missing parent directories, without a TTL)."""
+        self._call("write", key, value)
+
+    def update(self, key: str, value: str) -> None:
+        """Replace the key's value; Missing if it is not there, and never create anything."""
+        self._call("write", key, value, prevExist=True)
+
+    def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
+        """The directory's remaining TTL (None: it has none) and the names of its entries; Missing if absent."""
+        node = self._call("read", path)
+        # An empty directory's ``leaves`` yields the directory itself.
+        return node.ttl, frozenset(leaf.key.rsplit("/", 1)[1] for leaf in node.leaves if leaf.key != node.key)
+
+    def remove_empty_dir(self, path: str) -> None:
+        """Delete the directory if it is empty (etcd refuses otherwise, atomically: never a live record)."""
+        self._call("delete", path, dir=True)
+
+    def ping(self, path: str) -> None:
+        # /version answers without credentials: a read under our namespace proves they are accepted.
+        try:
+            self._call("read", path)
+        except Missing:
+            pass
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.http.clear()
+
+
+class V2Record:
+    """A task's record as a directory with a TTL (see the module doc)."""
+
+    def __init__(self, client: EtcdV2Client, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = 0  # the TTL the last write_all gave the directory, which keep_alive extends
+
+    def write_all(self, values: Mapping[str, str], ttl: int) -> None:
+        """The directory with its TTL first, then every key, then a look that the directory still holds
+        them all with a TTL (it may have been deleted in between, and re-created bare by a write)."""
+        self.ttl = ttl
+        self.client.put_dir(self.prefix, ttl)
+        for name in sorted(values, key=RECORD_KEYS.index):
+            self.client.put(f"{self.prefix}/{name}", values[name])
+        remaining, names = self.client.listing(self.prefix)
+        if remaining is None or not set(values) <= names:
+            raise Missing(f"{self.prefix} was deleted while it was being written")
+
+    def write(self, values: Mapping[str, str]) -> None:
+        for name in sorted(values, key=RECORD_KEYS.index):
+            self.client.update(f"{self.prefix}/{name}", values[name])
+
+    def keep_alive(self) -> None:
+        # A refresh extends the TTL without waking watchers of the directory's keys.
+        self.client.put_dir(self.prefix, self.ttl, refresh=True)
+
+
+class V2Backend:
+    def __init__(self, client: EtcdV2Client) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, etcd_: EtcdSection, password: str, request_span: RequestSpan) -> "V2Backend":
+        return cls(EtcdV2Client(
+            etcd_.hosts, etcd_.timeout, protocol=etcd_.protocol, ca_cert=etcd_.ca_cert, cert=etcd_.cert,
+            key=etcd_.key, username=etcd_.username, password=password, request_span=request_span,
+        ))
+
+    def record(self, prefix: str) -> V2Record:
+        return V2Record(self.client, prefix)
+
+    def ping(self, namespace: str) -> None:
+        self.client.ping(namespace)
+
+    def tidy(self, namespace: str) -> None:
+        """Remove the service directories that expired records left empty (etcd v2 keeps a directory
+        whose last child expired). Best effort: etcd deletes only an empty one, atomically."""
+        services = services_prefix(namespace)
+        try:
+            _, names = self.client.listing(services)
+        except (Missing, Unavailable):
+            return
+        for name in names:
+            try:
+                self.client.remove_empty_dir(f"{services}/{name}")
+            except (Missing, Unavailable):
+                pass  # not empty (or gone, or etcd away): nothing to tidy there now
+            else:
+                log.info("removed the empty service directory %s/%s", services, name)
+
+    def describe(self) -> str:
+        return self.client.describe()
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,140 @@
+"""The etcd v3 API: a lease per task, the whole record written in one transaction, every later write
+guarded.
+
+- ``write_all`` grants a lease of ``ttl`` seconds when there is none (or the TTL changes: the final
+  record moves to a lease of ``keep_finished`` seconds, and the live one is then revoked), reads the
+  record's keys with their revisions, and writes every key bound to the lease in one transaction that
+  compares those revisions: no reader sees half a record, and a record changed in between fails the
+  transaction instead of being overwritten blindly.
+- ``write`` changes keys in a transaction that compares the mod revision of every key of the record
+  with the one our last write gave it. A record deleted or expired behind our back (its keys' revisions
+  are then 0), or changed by anyone else, fails the compare: ``Missing``, and the caller writes it again
+  whole. A request of ours that a frozen member applies late carries an old compare, so it fails
+  harmlessly instead of landing over newer data.
+- ``keep_alive`` renews the lease (a lease that is gone answers without a TTL) and checks, with an
+  empty guarded transaction, that the record is still as we left it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Mapping, Optional
+
+from supervisor.config import EtcdSection
+from supervisor.etcd.errors import Missing, Unavailable
+from supervisor.etcd.gateway import Gateway, b64, range_end, unb64
+from supervisor.etcd.store import RequestSpan
+
+log = logging.getLogger("etcd")
+
+
+def compare_revision(key: str, revision: int) -> Dict[str, Any]:
+    """A compare that holds while ``key``'s last change is ``revision`` (0: the key does not exist)."""
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+
+
+class V3Record:
+    """A task's record: keys under a prefix, bound to one lease (see the module doc)."""
+
+    def __init__(self, gateway: Gateway, prefix: str) -> None:
+        self.gateway = gateway
+        self.prefix = prefix
+        self.lease: Optional[int] = None
+        self.lease_ttl = 0
+        self.retired: List[int] = []  # leases our keys moved off: revoked once the move is written
+        self.revisions: Dict[str, int] = {}  # key -> the mod revision our last write gave it
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    def write_all(self, values: Mapping[str, str], ttl: int) -> None:
+        if self.lease is None or ttl != self.lease_ttl:
+            if self.lease is not None:
+                self.retired.append(self.lease)
+            self.lease = None
+            self.lease = int(self.gateway.call("lease/grant", {"TTL": str(ttl)})["ID"])
+            self.lease_ttl = ttl
+        found = self.gateway.call("kv/range", {
+            "key": b64(self.prefix + "/"), "range_end": range_end(self.prefix + "/"), "keys_only": True,
+        })
+        current = {unb64(kv["key"]): int(kv.get("mod_revision", 0)) for kv in found.get("kvs", [])}
+        self.revisions = {}
+        keys = {self.key(name): value for name, value in values.items()}
+        self._transaction(keys, {key: current.get(key, 0) for key in keys}, "changed while it was being written")
+        self._revoke_retired()
+
+    def write(self, values: Mapping[str, str]) -> None:
+        keys = {self.key(name): value for name, value in values.items()}
+        self._transaction(keys, self.revisions, "is not as horizon left it (deleted, expired, or changed)")
+
+    def keep_alive(self) -> None:
+        if self.lease is None:
+            raise Missing(f"{self.prefix} has no lease")
+        answer = self.gateway.call("lease/keepalive", {"ID": str(self.lease)})
+        if not answer.get("result", answer).get("TTL"):  # a lease that is gone answers without a TTL
+            self.lease = None
+            raise Missing(f"the lease of {self.prefix} expired")
+        self._transaction({}, self.revisions, "is not as horizon left it (deleted, or changed)")
+
+    def _transaction(self, puts: Mapping[str, str], expected: Mapping[str, int], why: str) -> None:
+        """Put ``puts`` bound to our lease if every key in ``expected`` is at its revision; Missing if not."""
+        if self.lease is None:
+            raise Missing(f"{self.prefix} has no lease")
+        body = {
+            "compare": [compare_revision(key, revision) for key, revision in expected.items()],
+            "success": [{"request_put": {"key": b64(key), "value": b64(value), "lease": str(self.lease)}}
+                        for key, value in puts.items()],
+        }
+        try:
+            answer = self.gateway.call("kv/txn", body)
+        except Missing:  # the lease is gone (NotFound): a new one, with the whole record
+            self.lease = None
+            raise
+        if not answer.get("succeeded"):  # omitted when false, like every zero value
+            self.revisions = {}
+            raise Missing(f"{self.prefix} {why}")
+        revision = int(answer["header"]["revision"])
+        self.revisions.update(dict.fromkeys(puts, revision))
+
+    def _revoke_retired(self) -> None:
+        """Revoke the leases our keys left (best effort: a lease not revoked expires by itself)."""
+        for lease in list(self.retired):
+            try:
+                self.gateway.call("lease/revoke", {"ID": str(lease)})
+            except Missing:
+                pass  # expired already
+            except Unavailable as exc:
+                log.debug("could not revoke lease %x now (%s); it expires by itself", lease, exc)
+                continue
+            self.retired.remove(lease)
+
+
+class V3Backend:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    @classmethod
+    def connect(cls, etcd_: EtcdSection, password: str, request_span: RequestSpan) -> "V3Backend":
+        return cls(Gateway(
+            etcd_.hosts, etcd_.timeout, protocol=etcd_.protocol, ca_cert=etcd_.ca_cert, cert=etcd_.cert,
+            key=etcd_.key, username=etcd_.username, password=password, request_span=request_span,
+        ))
+
+    def record(self, prefix: str) -> V3Record:
+        return V3Record(self.gateway, prefix)
+
+    def ping(self, namespace: str) -> None:
+        # A range under the namespace, not the namespace key itself: a role granted the prefix
+        # "/horizon/" may not read the key "/horizon".
+        prefix = namespace + "/"
+        self.gateway.call("kv/range", {"key": b64(prefix), "range_end": range_end(prefix), "limit": "1",
+                                       "keys_only": True})
+
+    def tidy(self, namespace: str) -> None:
+        """Nothing to tidy: a v3 record leaves no directory behind."""
+
+    def describe(self) -> str:
+        return self.gateway.describe()
+
+    def close(self) -> None:
+        self.gateway.close()
