@@ -25,10 +25,10 @@ Kinds and who sends them:
 ``info``      container -> parent -> publisher. The task's info document. Never dropped.
 ``error``     container -> parent. ``{"message": str}``: a fatal, user-facing error (image missing,
               engine unreachable); the worker exits with ``EXIT_FATAL`` right after.
-``etcd``      publisher -> parent. ``{"connected": bool, "state": str | None, "refused": str | None}``:
-              whether etcd answers, the task state its record holds now (None: not written yet, or
-              stale), and why etcd refused us when it answered but said no (bad credentials); sent
-              when any of them changes.
+``etcd``      publisher -> parent. ``{"connected": bool, "state": str | None, "refused": str | None,
+              "fix": str | None}``: whether etcd answers, the task state its record holds now (None:
+              not written yet, or stale), and why etcd refused us when it answered but said no (bad
+              credentials, no such API) with what to change; sent when any of them changes.
 ``finished``  publisher -> parent. ``{"published": bool}``: the final record was written (or not).
 ``control``   parent -> container. ``{"action": "stop" | "pause" | "resume"}``: act on the task.
 ``finish``    parent -> publisher. ``{}``: write the final record, then exit.

@@ -176,8 +176,7 @@ class TaskFlow:
             hosts = ",".join(f"{h}:{p}" for h, p in self.config.etcd.hosts)
             refused = report.get("refused")
             self.ending.fail(
-                f"etcd at {hosts} refused horizon ({refused}) and [etcd] required = true: "
-                "check [etcd] username and password_file, or ca_cert, cert and key"
+                f"etcd at {hosts} refused horizon ({refused}) and [etcd] required = true: {report.get('fix')}"
                 if refused else
                 f"etcd at {hosts} does not answer and [etcd] required = true: start etcd, or set required = false"
             )

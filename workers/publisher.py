@@ -97,7 +97,7 @@ class TaskRecord:
         self.tidied = False  # expired records' leftovers removed (once, after the first write)
         self.rewriting = False  # the last publish found the record not as we left it
         self.connected: Optional[bool] = None
-        self.refused: Optional[str] = None  # why etcd said no, when it answered but refused us
+        self.refused: Optional[Refused] = None  # why etcd said no, when it answered but refused us
         self.finishing = False
         self.finish_by = float("inf")
         self.reported: Dict[str, Any] = {}
@@ -208,10 +208,10 @@ class TaskRecord:
             self.synced = False
         except Unavailable as exc:
             fatal = self.connected is None and self.config.etcd.required  # the parent gives up and says why
-            refused = str(exc) if isinstance(exc, Refused) else None
-            if (self.connected is not False or refused != self.refused) and not fatal:
+            refused = exc if isinstance(exc, Refused) else None
+            if (self.connected is not False or str(refused or "") != str(self.refused or "")) and not fatal:
                 if refused:
-                    log.warning("etcd refuses horizon (%s): check [etcd] credentials and certificates; will keep trying", exc)
+                    log.warning("etcd refuses horizon (%s): %s; will keep trying", exc, refused.fix)
                 else:
                     log.warning("etcd does not answer (%s); will keep trying", exc)
             self.set_connected(False, refused)
@@ -219,7 +219,7 @@ class TaskRecord:
             self.retry_at = now + self.retry_delay
             self.retry_delay = min(self.retry_delay * 2, self.retry_max)
 
-    def set_connected(self, connected: bool, refused: Optional[str] = None) -> None:
+    def set_connected(self, connected: bool, refused: Optional[Refused] = None) -> None:
         if connected and self.connected is False:
             log.info("etcd answers again at %s", self.backend.describe())
         self.connected = connected
@@ -233,7 +233,9 @@ class TaskRecord:
 
     def changed_report(self) -> Optional[Dict[str, Any]]:
         """The body of an ``etcd`` frame for the parent, when it differs from the last one sent."""
-        body = {"connected": bool(self.connected), "state": self.published_state(), "refused": self.refused}
+        body = {"connected": bool(self.connected), "state": self.published_state(),
+                "refused": str(self.refused) if self.refused else None,
+                "fix": self.refused.fix if self.refused else None}
         if body == self.reported:
             return None
         self.reported = body

@@ -6,9 +6,16 @@ class Unavailable(Exception):
     """No member answered, or a request failed on its way: try again later."""
 
 
+CREDENTIALS_FIX = "check [etcd] username and password_file, or ca_cert, cert and key"
+
+
 class Refused(Unavailable):
-    """A member answered but refused us (bad credentials, no permission, a TLS certificate it rejects):
-    retrying alone will not help, so it is reported as a mistake to fix, not as an outage."""
+    """A member answered but refused us (bad credentials, no permission, a TLS certificate it rejects,
+    no such API): retrying alone will not help, so it is reported as a mistake to fix, with its ``fix``."""
+
+    def __init__(self, message: str, fix: str = CREDENTIALS_FIX) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class Missing(Exception):

@@ -34,6 +34,7 @@ log = logging.getLogger("etcd")
 # gRPC status codes the gateway answers with
 INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED = 3, 5, 9, 7
 UNAUTHENTICATED = 16
+NO_V3_FIX = "set [etcd] api = v2 (etcd serves the v3 JSON gateway at /v3 from 3.4 on)"
 
 
 def b64(text: str) -> str:
@@ -150,8 +151,10 @@ class Gateway:
             answer = json.loads(response.data or b"{}")
         except ValueError:
             answer = None
-        if not isinstance(answer, dict):  # a proxy's page, or not etcd at all
+        if not isinstance(answer, dict):  # a proxy's page, an etcd without the gateway, or not etcd at all
             text = response.data[:120].decode(errors="replace")
+            if response.status == 404:
+                raise Refused(f"{self._names[member]}: no v3 JSON gateway here (/v3/{path} answers 404)", NO_V3_FIX)
             raise GatewayError(response.status, 0, f"not etcd's v3 JSON gateway at /v3/{path}: {text!r}")
         if response.status != 200:
             message = answer.get("message") or answer.get("error") or f"HTTP {response.status}"

@@ -28,6 +28,8 @@ from supervisor.etcd.store import RequestSpan, no_span
 
 log = logging.getLogger("etcd")
 
+NO_V2_FIX = "set [etcd] api = v3 (etcd serves the v2 API only with --enable-v2, and 3.6 not at all)"
+
 
 def is_tls_refusal(exc: BaseException) -> bool:
     """A TLS handshake that failed (bad certificate, unknown CA): python-etcd wraps urllib3's SSLError."""
@@ -98,6 +100,8 @@ class EtcdV2Client:
                 errors.append(f"{self.describe()}: {exc}")
                 self._current = (self._current + 1) % len(self._clients)
             except etcd.EtcdException as exc:
+                if "404 page not found" in str(exc):  # python-etcd's words for a non-JSON 404
+                    raise Refused(f"{self.describe()}: no v2 API here (/v2/keys answers 404)", NO_V2_FIX) from None
                 raise Unavailable(f"{self.describe()}: {exc}") from None
         # Every member answered, but none accepted our TLS settings: a mistake to fix, not an outage.
         raise (Refused if handshakes_refused == len(self._clients) else Unavailable)("; ".join(errors))

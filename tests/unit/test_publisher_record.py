@@ -226,7 +226,7 @@ def test_a_refusal_is_told_apart_from_silence_and_forgotten_once_accepted():
     publisher = make(etcd)
     etcd.refusing = True
     publisher.publish(etcd.now)  # before the container exists: the ping is refused
-    assert publisher.connected is False and "authentication" in publisher.refused
+    assert publisher.connected is False and "authentication" in str(publisher.refused)
     etcd.refusing, etcd.down = False, True
     step(etcd, publisher)
     assert publisher.connected is False and publisher.refused is None  # silence is not a refusal

@@ -1,0 +1,122 @@
+"""The v3 gateway client reads every answer shape etcd gives (3.4/3.5 bodies with "error", 3.6's
+without), tells a refusal from silence, renews an expired token once, and moves to the next member
+only when one cannot serve."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+import urllib3
+
+from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.gateway import Gateway, range_end
+
+Answer = Tuple[int, Dict[str, Any]]
+
+
+class FakeHttp:
+    """Answers in order, per member URL; records what was asked."""
+
+    def __init__(self, answers: Dict[str, List[Any]]) -> None:
+        self.answers = answers
+        self.asked: List[Tuple[str, Dict[str, Any], Optional[str]]] = []
+
+    def request(self, method: str, url: str, body: bytes, headers: Dict[str, str]) -> Any:
+        base, path = url.split("/v3/")
+        self.asked.append((f"{base[7:]} {path}", json.loads(body), headers.get("Authorization")))
+        answer = self.answers[base].pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, document = answer
+        return urllib3.HTTPResponse(body=json.dumps(document).encode(), status=status, preload_content=True)
+
+    def clear(self) -> None:
+        pass
+
+
+def gateway(answers: Dict[str, List[Any]], **kw: Any) -> Tuple[Gateway, FakeHttp]:
+    hosts = [("10.0.0.1", 2379), ("10.0.0.2", 2379)][: len(answers)]
+    gw = Gateway(hosts, 1.0, **kw)
+    fake = FakeHttp({f"http://{h}:{p}": answers[f"{h}"] for h, p in hosts})
+    gw._http = fake  # type: ignore[assignment]
+    return gw, fake
+
+
+def test_a_prefix_range_ends_past_the_prefix() -> None:
+    import base64
+
+    assert base64.b64decode(range_end("/horizon/")) == b"/horizon0"
+
+
+@pytest.mark.parametrize("body", [
+    {"error": "etcdserver: requested lease not found", "code": 5, "message": "etcdserver: requested lease not found"},
+    {"code": 5, "message": "etcdserver: requested lease not found", "details": []},  # etcd 3.6
+])
+def test_a_missing_lease_is_missing_in_both_error_shapes(body: Dict[str, Any]) -> None:
+    gw, _ = gateway({"10.0.0.1": [(404, body)]})
+    with pytest.raises(Missing, match="lease not found"):
+        gw.call("kv/txn", {})
+
+
+@pytest.mark.parametrize("body", [
+    {"error": "etcdserver: permission denied", "code": 7, "message": "etcdserver: permission denied"},
+    {"code": 7, "message": "etcdserver: permission denied"},
+])
+def test_permission_denied_is_a_refusal_and_no_other_member_is_asked(body: Dict[str, Any]) -> None:
+    gw, fake = gateway({"10.0.0.1": [(403, body)], "10.0.0.2": []})
+    with pytest.raises(Refused, match="permission denied"):
+        gw.call("kv/range", {})
+    assert len(fake.asked) == 1
+
+
+def test_bad_credentials_are_a_refusal_and_the_password_is_never_in_it() -> None:
+    denied = {"code": 3, "message": "etcdserver: authentication failed, invalid user ID or password"}
+    gw, fake = gateway({"10.0.0.1": [(400, denied)]}, username="horizon", password="s3cret")
+    with pytest.raises(Refused, match="authentication failed") as caught:
+        gw.call("kv/range", {})
+    assert "s3cret" not in str(caught.value)
+    assert fake.asked[0][0] == "10.0.0.1:2379 auth/authenticate"
+
+
+def test_a_token_is_sent_back_and_renewed_once_when_the_member_forgets_it() -> None:
+    expired = {"code": 16, "message": "etcdserver: invalid auth token"}
+    gw, fake = gateway({"10.0.0.1": [(200, {"token": "t1"}), (200, {"kvs": []}), (401, expired),
+                                      (200, {"token": "t2"}), (200, {"count": "1"})]},
+                       username="horizon", password="pw")
+    gw.call("kv/range", {})
+    assert gw.call("kv/range", {}) == {"count": "1"}
+    assert [token for _, _, token in fake.asked] == [None, "t1", "t1", None, "t2"]
+
+
+def test_auth_not_enabled_means_no_token() -> None:
+    off = {"code": 9, "message": "etcdserver: authentication is not enabled"}
+    gw, fake = gateway({"10.0.0.1": [(400, off), (200, {}), (200, {})]}, username="root", password="pw")
+    gw.call("kv/range", {})
+    gw.call("kv/range", {})
+    assert [what for what, _, _ in fake.asked] == ["10.0.0.1:2379 auth/authenticate", "10.0.0.1:2379 kv/range",
+                                                    "10.0.0.1:2379 kv/range"]
+
+
+def test_a_member_that_cannot_serve_is_left_for_the_next_and_stays_left() -> None:
+    no_leader = {"code": 14, "message": "etcdserver: no leader"}
+    gw, fake = gateway({"10.0.0.1": [(503, no_leader)], "10.0.0.2": [(200, {"a": 1}), (200, {"b": 2})]})
+    assert gw.call("kv/range", {}) == {"a": 1}
+    assert gw.describe() == "10.0.0.2:2379"
+    assert gw.call("kv/range", {}) == {"b": 2}
+
+
+def test_silence_everywhere_is_unavailable_naming_every_member() -> None:
+    timeout = urllib3.exceptions.ReadTimeoutError(None, "/v3/kv/range", "read timed out")  # type: ignore[arg-type]
+    gw, _ = gateway({"10.0.0.1": [timeout], "10.0.0.2": [ConnectionRefusedError(111, "refused")]})
+    with pytest.raises(Unavailable) as caught:
+        gw.call("kv/range", {})
+    assert not isinstance(caught.value, Refused)
+    assert "10.0.0.1:2379" in str(caught.value) and "10.0.0.2:2379" in str(caught.value)
+
+
+def test_something_that_is_not_etcd_is_unavailable_not_a_crash() -> None:
+    gw, _ = gateway({"10.0.0.1": [(200, ["not", "etcd"])]})
+    with pytest.raises(Unavailable, match="not etcd's v3 JSON gateway"):
+        gw.call("kv/range", {})
