@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Demo: run a 30-second task under the supervisor (foreground) while a
 # background helper waits a few seconds, looks the task's endpoint up in etcd
-# and prints its /metrics.
+# (v3 API, read with etcdctl) and prints its /metrics.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -10,23 +10,20 @@ cd "$ROOT"
 bash scripts/provision.sh
 
 SERVICE=demo
-KEYS_URL="http://127.0.0.1:2379/v2/keys/horizon/services/$SERVICE/?recursive=true"
+PREFIX="/horizon/services/$SERVICE/"
 PY="$ROOT/.venv/bin/python"
 
-# Reads an etcd v2 recursive GET from stdin and prints the url of the newest
-# ".../endpoint" node (its value is JSON {"host","port","url"}).
+# Reads `etcdctl get --prefix -w json` from stdin and prints the url of the
+# newest ".../endpoint" key (keys and values are base64; the value is JSON
+# {"host","port","url"}).
 endpoint_url() {
     "$PY" -c '
-import json, sys
-def walk(n):
-    yield n
-    for c in n.get("nodes", ()):
-        yield from walk(c)
+import base64, json, sys
 try:
-    nodes = [n for n in walk(json.load(sys.stdin)["node"])
-             if n.get("key", "").endswith("/endpoint") and "value" in n]
-    e = json.loads(max(nodes, key=lambda n: n.get("modifiedIndex", 0))["value"])
-    print((e.get("url") or "http://%s:%s" % (e["host"], e["port"])).rstrip("/"))
+    kvs = [kv for kv in json.load(sys.stdin).get("kvs", [])
+           if base64.b64decode(kv["key"]).endswith(b"/endpoint")]
+    e = json.loads(base64.b64decode(max(kvs, key=lambda kv: kv["mod_revision"])["value"]))
+    print(e["url"].rstrip("/"))
 except Exception:
     sys.exit(1)
 '
@@ -40,7 +37,8 @@ probe() {
     local i url
     sleep 5 & wait $!
     for ((i = 0; i < 20; i++)); do
-        curl -s -m 2 -o "$tmp/keys.json" "$KEYS_URL" & wait $! || true
+        ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:2379 --command-timeout 2s \
+            get --prefix "$PREFIX" -w json >"$tmp/keys.json" 2>/dev/null & wait $! || true
         if url=$(endpoint_url <"$tmp/keys.json" 2>/dev/null); then
             echo "demo: endpoint from etcd: $url"
             curl -s -m 2 -o "$tmp/metrics" "$url/metrics" & wait $! || true
