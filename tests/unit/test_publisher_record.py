@@ -233,3 +233,14 @@ def test_a_refusal_is_told_apart_from_silence_and_forgotten_once_accepted():
     etcd.down = False
     step(etcd, publisher, 3)
     assert publisher.connected is True and publisher.refused is None
+
+
+def test_etcd_keeps_the_20_busiest_processes_and_how_many_there_are(running):
+    etcd, publisher = running
+    processes = [{"pid": pid, "name": "worker", "cpu_percent": float(pid % 97)} for pid in range(1, 401)]
+    publisher.take("metrics", dict(sample(2), processes=processes, process_count=400))
+    step(etcd, publisher)
+    stored = etcd.record()["metrics"]
+    assert len(stored["processes"]) == 20 and stored["process_count"] == 400
+    assert sorted(p["cpu_percent"] for p in stored["processes"]) == sorted(p["cpu_percent"] for p in processes)[-20:]
+    assert len(publisher.documents["metrics"]["processes"]) == 400  # trimmed on the way to etcd only
