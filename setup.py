@@ -15,6 +15,6 @@ setup(
         "msgpack>=1.0",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "types-docker", "types-psutil",
-                             "types-requests", "msgpack-types"], "bench": ["py-spy>=0.3", "pyinstrument>=4"]},
+                             "types-requests", "msgpack-types"], "bench": ["py-spy>=0.3", "pyinstrument>=4", "etcd3gw>=2.7"]},
     entry_points={"console_scripts": ["horizon-supervisor=supervisor:main"]},
 )

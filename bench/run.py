@@ -19,7 +19,7 @@ from bench import common, report
 from bench.common import Row, log
 from tests.support.services import services_up
 
-BENCHMARKS = ("sample_cost", "cadence", "endpoint", "freshness", "footprint", "start", "scale")
+BENCHMARKS = ("sample_cost", "cadence", "endpoint", "freshness", "footprint", "start", "scale", "etcd_client")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

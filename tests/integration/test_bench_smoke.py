@@ -30,6 +30,9 @@ EXPECTED = [
     ("footprint", "RSS growth under load"),
     ("start", "command → running in etcd"),
     *[("scale", f"N={n}: {what}") for n in (1, 2) for what in ("CPU per task", "RSS per task", "cadence p99")],
+    *[("etcd_client", f"RSS over the publisher's imports, {when}") for when in ("client imported and built", "after")],
+    *[("etcd_client", f"put of a 1 KB value, {q}") for q in ("median", "p99")],
+    ("etcd_client", "ours, metrics write"), ("etcd_client", "ours, 5-key write"),
 ]
 
 
