@@ -4,6 +4,7 @@
 - errors.py: the three ways an etcd call fails, the same on both APIs
 - store.py: ``Backend`` and ``RecordStore``, what the publisher needs, and ``connect`` to pick the API
 - v2.py: the v2 keys API through python-etcd (a directory with a TTL per task)
+- tls.py: TLS settings both API clients share
 - gateway.py: a small client of etcd's v3 JSON gateway on urllib3 (no gRPC: it is unsafe across fork)
 - v3.py: the v3 API (a lease per task, the record written in one transaction, guarded writes)
 

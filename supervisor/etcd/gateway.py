@@ -27,7 +27,7 @@ import urllib3
 
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.store import RequestSpan, no_span
-from supervisor.etcd.v2 import is_tls_refusal, tls_pool_options
+from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
 log = logging.getLogger("etcd")
 

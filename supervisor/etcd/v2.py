@@ -15,7 +15,6 @@ the next member itself when one stops answering.
 from __future__ import annotations
 
 import logging
-import ssl
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import etcd
@@ -25,26 +24,11 @@ from supervisor.config import EtcdSection
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.layout import RECORD_KEYS, services_prefix
 from supervisor.etcd.store import RequestSpan, no_span
+from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
 log = logging.getLogger("etcd")
 
 NO_V2_FIX = "set [etcd] api = v3 (etcd serves the v2 API only with --enable-v2, and 3.6 not at all)"
-
-
-def is_tls_refusal(exc: BaseException) -> bool:
-    """A TLS handshake that failed (bad certificate, unknown CA): python-etcd wraps urllib3's SSLError."""
-    cause = getattr(exc, "cause", None) or exc
-    return isinstance(cause, (urllib3.exceptions.SSLError, ssl.SSLError))
-
-
-def tls_pool_options(ca_cert: Optional[str], cert: Optional[str], key: Optional[str]) -> Dict[str, Any]:
-    """urllib3 pool arguments for a CA to verify etcd with and a client certificate to show it."""
-    options: Dict[str, Any] = {}
-    if ca_cert:
-        options.update(ca_certs=ca_cert, cert_reqs=ssl.CERT_REQUIRED)
-    if cert:
-        options.update(cert_file=cert, key_file=key)
-    return options
 
 
 class EtcdV2Client:

@@ -7,7 +7,7 @@ import ssl
 import etcd
 import urllib3
 
-from supervisor.etcd.v2 import is_tls_refusal
+from supervisor.etcd.tls import is_tls_refusal
 
 
 def test_a_failed_tls_handshake_is_a_refusal() -> None:
