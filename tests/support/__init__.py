@@ -3,12 +3,13 @@ read over plain HTTP, and waiting. One module per job:
 
 - waiting.py: ``wait_for``, the one poll-until-true (its failure is an ``AssertionError``)
 - net.py: ``free_port``, ``http_request`` / ``http_get``
-- services.py: ``services_up`` (the shared Docker engine and etcd, through scripts/services.sh)
+- services.py: ``services_up`` (the shared Docker engine and etcds, through scripts/services.sh)
 - docker.py: ``docker`` and what the engine tells of a service's containers
-- etcd.py: ``EtcdV2``, a small etcd client of our own, and ``EtcdHistory``, every change under a prefix
-- etcd_cluster.py: ``Member`` / ``Cluster``, private etcd members to freeze, kill or start late
-- supervisor.py: ``Supervisor``, one ``main.py`` or ``python -m supervisor`` run and its cleanup
-- ini.py: ``write_ini``, a task file
+- etcd.py: ``EtcdV2`` / ``EtcdV3`` (``etcd_client(api)``), small etcd clients of our own that read a
+  task as a ``TaskNode`` and every change under a prefix as a history, whatever the API; ``etcdctl``
+- etcd_cluster.py: ``Member`` / ``Cluster``, private etcd members (either API) to freeze, kill or start late
+- supervisor.py: ``Supervisor``, one ``main.py`` or ``python -m supervisor`` run on an API, and its cleanup
+- ini.py: ``write_ini``, a task file for an API
 - metrics.py: ``seq_at`` / ``seq_passes``, the sample number at a supervisor's endpoint
 - leftovers.py: ``assert_nothing_left`` after a supervisor's own end
 """
@@ -19,7 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 IMAGE = "horizon-busybox:latest"
-ETCD = "127.0.0.1:2379"  # the shared etcd, as --etcd takes it
+# The shared etcds, as --etcd takes them: Debian's etcd 3.4 with --enable-v2 (the v2 tests'; it serves v3
+# too) and etcd 3.5 as it comes, v3 only (the v3 tests'): scripts/services.sh starts both.
+ETCD = "127.0.0.1:2379"
+ETCD_V3 = "127.0.0.1:2479"
+ETCD_HOSTS = {"v2": ETCD, "v3": ETCD_V3}  # api -> the shared etcd its tests use
 NAMESPACE = "/horizon-test"  # the tests' (benchmarks use their own, per run)
 
 # PID 1 in a container ignores signals it does not handle: these tasks say how they end.

