@@ -1,0 +1,113 @@
+"""horizon's v3 record store against real etcd (3.4 and 3.5), read back with an independent client: the
+record on one lease in one transaction, guarded writes that refuse to land over a record changed behind
+their back (a late request included), a lost lease replaced, and the final record on a lease of its own."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Iterator, Tuple
+
+import pytest
+
+from supervisor.etcd.errors import Missing
+from supervisor.etcd.gateway import Gateway
+from supervisor.etcd.v3 import V3Backend, V3Record, compare_revision
+from tests.support.etcd import EtcdV3, b64, range_end
+
+SERVERS = {"etcd-3.4": "127.0.0.1:2379", "etcd-3.5": "127.0.0.1:2479"}
+RECORD = {"info": '{"task":"t"}', "endpoint": '{"port":1}', "running": "true", "status": '{"state":"running"}'}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def store(request: pytest.FixtureRequest, services: None) -> Iterator[Tuple[V3Record, EtcdV3]]:
+    host, port = SERVERS[request.param].split(":")
+    backend = V3Backend(Gateway([(host, int(port))], 2.0))
+    prefix = f"/horizon-test/services/v3rec/{uuid.uuid4().hex[:8]}"
+    reader = EtcdV3(f"http://{SERVERS[request.param]}")
+    yield backend.record(prefix), reader
+    reader.delete(prefix)
+    backend.close()
+
+
+def test_the_whole_record_is_written_at_one_revision_on_one_lease(store) -> None:
+    record, etcd = store
+    record.write_all(RECORD, 15)
+    node = etcd.task(record.prefix)
+    assert node is not None and set(node.keys) == set(RECORD)
+    assert node.lease == record.lease and node.ttl is not None and 13 <= node.ttl <= 15
+    head = record.prefix + "/"
+    assert len({kv.mod_revision for kv in etcd.kvs(head, range_end(head))}) == 1  # one transaction
+    assert sorted(etcd.keys_with_lease(record.lease)) == sorted(f"{record.prefix}/{k}" for k in RECORD)
+
+
+def test_a_guarded_write_changes_the_key_and_keeps_the_lease(store) -> None:
+    record, etcd = store
+    record.write_all(RECORD, 15)
+    record.write({"status": '{"state":"paused"}'})
+    node = etcd.task(record.prefix)
+    assert node.keys["status"] == {"state": "paused"} and node.lease == record.lease
+
+
+@pytest.mark.parametrize("change", ["deleted", "overwritten", "one key deleted"])
+def test_a_record_changed_behind_our_back_fails_the_write_and_is_written_again_whole(store, change) -> None:
+    record, etcd = store
+    record.write_all(RECORD, 15)
+    if change == "deleted":
+        etcd.delete(record.prefix)
+    elif change == "overwritten":
+        etcd.put(f"{record.prefix}/status", '{"state":"someone else"}')
+    else:
+        etcd.post("/v3/kv/deleterange", {"key": b64(f"{record.prefix}/info")})
+    with pytest.raises(Missing):
+        record.write({"status": '{"state":"paused"}'})
+    assert etcd.task(record.prefix) is None or etcd.task(record.prefix).keys.get("status") != {"state": "paused"}
+    record.write_all(dict(RECORD, status='{"state":"paused"}'), 15)
+    node = etcd.task(record.prefix)
+    assert set(node.keys) == set(RECORD) and node.keys["status"] == {"state": "paused"} and node.lease == record.lease
+
+
+def test_a_late_request_carries_an_old_compare_and_cannot_land(store) -> None:
+    """What a frozen member does with a request we gave up on: it applies it after our newer writes."""
+    record, etcd = store
+    record.write_all(RECORD, 15)
+    old = dict(record.revisions)
+    late = {"compare": [compare_revision(key, rev) for key, rev in old.items()],
+            "success": [{"request_put": {"key": b64(f"{record.prefix}/status"), "value": b64('{"state":"old"}'),
+                                         "lease": str(record.lease)}}]}
+    record.write({"status": '{"state":"new"}'})
+    status, answer = etcd.post("/v3/kv/txn", late)
+    assert status == 200 and not answer.get("succeeded")
+    assert etcd.value(f"{record.prefix}/status") == {"state": "new"}
+
+
+def test_the_keep_alive_renews_the_lease_and_notices_a_deleted_record(store) -> None:
+    record, etcd = store
+    record.write_all(RECORD, 15)
+    record.keep_alive()
+    etcd.delete(record.prefix)
+    with pytest.raises(Missing):
+        record.keep_alive()
+
+
+def test_a_lost_lease_is_replaced_and_the_record_rewritten_on_the_new_one(store) -> None:
+    record, etcd = store
+    record.write_all(RECORD, 15)
+    lost = record.lease
+    assert etcd.revoke(lost) == 200  # as if it had expired: its keys are gone with it
+    with pytest.raises(Missing):
+        record.keep_alive()
+    record.write_all(RECORD, 15)
+    node = etcd.task(record.prefix)
+    assert node.lease not in (None, lost) and set(node.keys) == set(RECORD)
+
+
+def test_the_final_record_moves_to_a_lease_of_its_own_and_the_live_one_is_revoked(store) -> None:
+    record, etcd = store
+    record.write_all(RECORD, 15)
+    live = record.lease
+    record.write_all(dict(RECORD, running="false", status='{"state":"exited"}'), 600)
+    node = etcd.task(record.prefix)
+    assert node.lease == record.lease != live and 590 <= node.ttl <= 600
+    assert node.keys["running"] is False and etcd.lease_ttl(live) is None
+    assert json.loads(etcd.raw(f"{record.prefix}/status") or "{}") == {"state": "exited"}
