@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator
 
 import pytest
 
-from tests.support import IMAGE, POLITE, ROOT
+from tests.support import IMAGE, NAMESPACE, POLITE, ROOT
 from tests.support.docker import inspect
-from tests.support.etcd import EtcdV2
+from tests.support.etcd import EtcdV2, TaskNode, etcdctl, etcdctl_lease_keys, etcdctl_record
 from tests.support.ini import write_ini
 from tests.support.net import free_port, http_get
+from tests.support.supervisor import Supervisor
 from tests.support.waiting import wait_for
 from workers.sampler import DETAIL_PERIOD
 
 BUSY = "sh -c 'while true; do :; done'"
+RECORD = {"info", "endpoint", "running", "status"}  # the keys every record has from its first write
+
+
+def etcdctl_lease(endpoint: str, lease: int) -> Dict[str, Any]:
+    """etcdctl's ``lease timetolive`` of a lease: {"ttl": ..., "granted-ttl": ...}; ttl -1 once it is gone."""
+    done = etcdctl(endpoint, "lease", "timetolive", f"{lease:x}", "-w", "json")
+    assert done.returncode == 0, done.stderr
+    answer: Dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def assert_one_lease_as_etcdctl_reads_it(run: Supervisor, node: TaskNode) -> None:
+    """v3: every key of the task is bound to its one lease, read by etcd's own client too: what etcdctl
+    reads under the task's prefix is on the lease, and the lease holds nothing else."""
+    assert node.lease is not None and node.leases == {node.lease}, node
+    seen = etcdctl_record(run.etcd.address, node.key)  # before the lease's keys: one added meanwhile is on it too
+    on_lease = etcdctl_lease_keys(run.etcd.address, node.lease)
+    assert RECORD <= set(seen), seen
+    assert {f"{node.key}/{name}" for name in seen} <= set(on_lease), (seen, on_lease)
+    assert all(key.rsplit("/", 1)[0] == node.key for key in on_lease), on_lease
+    assert {name: seen[name] for name in ("info", "endpoint")} == {name: node.keys[name] for name in ("info", "endpoint")}
 
 
 def test_seed_form_registers_then_records_the_end(supervised):
@@ -30,14 +56,26 @@ def test_seed_form_registers_then_records_the_end(supervised):
     assert record["info"]["image"] == IMAGE and record["info"]["command"] == ["sleep", "3"]
     assert record["info"]["container_id"] and record["info"]["service"] == run.service
     assert record["endpoint"]["url"] == f"http://127.0.0.1:{record['endpoint']['port']}"
-    assert run.task_dir()["ttl"] <= 15
+    live = run.task()
+    assert live is not None and live.ttl <= 15
+    if run.api == "v3":
+        assert_one_lease_as_etcdctl_reads_it(run, live)
 
     assert run.wait(30) == 0
     record = run.record()
     assert record["status"]["state"] == "exited" and record["status"]["exit_code"] == 0
     assert record["running"] is False
     assert record["metrics"]["seq"] >= 1
-    assert 590 < run.task_dir()["ttl"] <= 600  # kept keep_finished seconds for post-mortems
+    final = run.task()
+    assert final is not None and 590 < final.ttl <= 600  # kept keep_finished seconds for post-mortems
+    if run.api == "v3":  # the final record is on a lease of keep_finished seconds; the live lease is gone
+        assert final.lease not in (None, live.lease) and final.leases == {final.lease}, final
+        assert etcdctl_record(run.etcd.address, final.key) == final.keys == record
+        assert etcdctl_lease_keys(run.etcd.address, final.lease) == sorted(f"{final.key}/{name}" for name in record)
+        lease = etcdctl_lease(run.etcd.address, final.lease)
+        assert lease["granted-ttl"] == 600 and 590 < lease["ttl"] <= 600, lease
+        assert etcdctl_lease(run.etcd.address, live.lease)["ttl"] == -1  # revoked
+        assert etcdctl_lease_keys(run.etcd.address, live.lease) == []
     assert run.containers() == []  # remove = true
 
 
@@ -131,7 +169,7 @@ def test_ini_config_with_a_fixed_port(supervised, tmp_path):
     run = supervised()
     port = free_port()
     ini = write_ini(tmp_path, run.service, POLITE, task="tags = a,b\nenvironment =\n    GREETING='hello world'\n"
-                    "memory = 64m\n", etcd=f"[endpoint]\nport = {port}\n")
+                    "memory = 64m\n", etcd=f"[endpoint]\nport = {port}\n", api=run.api)
     run.ini(ini)
     assert run.url() == f"http://127.0.0.1:{port}"
     record = run.record()
@@ -173,7 +211,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_created(supervised, argv, need
     assert run.wait(20) == 2
     out = run.output().strip()
     assert len(out.splitlines()) == 1 and needle in out, out
-    assert run.containers() == [] and run.task_dir() is None
+    assert run.containers() == [] and run.task() is None
 
 
 def test_missing_image_is_one_line_exit_1_and_nothing_created(supervised):
@@ -182,7 +220,7 @@ def test_missing_image_is_one_line_exit_1_and_nothing_created(supervised):
     errors = [line for line in run.output().splitlines() if "ERROR" in line or "error:" in line]
     assert errors and "horizon-no-such-image" in errors[-1]
     assert "Traceback" not in run.output()
-    assert run.containers() == [] and run.task_dir() is None
+    assert run.containers() == [] and run.task() is None
 
 
 def test_check_validates_without_running_anything(supervised):
@@ -215,7 +253,7 @@ def test_unreachable_engine_is_one_line_exit_1(supervised, tmp_path):
     assert run.wait(30) == 1
     last = run.output().strip().splitlines()[-1]
     assert last.startswith("horizon: error: cannot reach the Docker engine") and "DOCKER_HOST" in last
-    assert "Traceback" not in run.output() and run.task_dir() is None
+    assert "Traceback" not in run.output() and run.task() is None
 
 
 def test_workers_exit_when_the_supervisor_is_killed_and_keys_expire(supervised):
@@ -230,23 +268,26 @@ def test_workers_exit_when_the_supervisor_is_killed_and_keys_expire(supervised):
                        for pid in workers.values())
 
     wait_for(all_gone, 2.5, "every worker to exit")
-    wait_for(lambda: run.task_dir() is None, 3 + 2, "the task's keys to expire with their TTL")
+    wait_for(lambda: run.task() is None, 3 + 2, "the task's keys to expire with their TTL")
 
 
 def test_record_outlives_its_ttl_while_the_task_runs(supervised):
     run = supervised().main(POLITE, "--etcd-ttl", "3")
     wait_for(lambda: run.state() == "running", 15, "state running")
     time.sleep(5)  # longer than the TTL: only refreshes keep it
-    assert run.record()["running"] is True and run.task_dir()["ttl"] <= 3
+    node = run.task()
+    assert node is not None and node.keys["running"] is True and node.ttl <= 3
+    if run.api == "v3":  # still the one lease, kept alive
+        assert_one_lease_as_etcdctl_reads_it(run, node)
 
 
 def test_any_listed_etcd_member_will_do_and_services_share_a_directory(supervised):
     first = supervised()
     second = supervised(first.service)
     dead = free_port()  # where nothing listens
-    first.main(POLITE, "--etcd", f"127.0.0.1:{dead},127.0.0.1:2379", "--name", "one")
+    first.main(POLITE, "--etcd", f"127.0.0.1:{dead},{first.etcd.address}", "--name", "one")
     second.main(POLITE, "--name", "two")
-    wait_for(lambda: {"one", "two"} == {n["key"].rsplit("/", 1)[1] for n in (EtcdV2().get(first.prefix) or {}).get("nodes", [])},
+    wait_for(lambda: {"one", "two"} == {task.key.rsplit("/", 1)[1] for task in first.etcd.tasks(first.prefix)},
              15, "two tasks under one service directory")
     for run in (first, second):
         os.kill(run.proc.pid, signal.SIGTERM)
@@ -266,3 +307,71 @@ def test_ready_is_sent_to_systemd_once_running_and_registered(supervised, tmp_pa
     assert "STOPPING=1" in sock.recv(4096).decode()
     assert run.wait(20) == 0
     sock.close()
+
+
+MANY = "sh -c 'for i in $(seq 30); do sleep 300 & done; wait'"  # 31 processes: sh and 30 sleeps
+
+
+def test_etcd_keeps_the_20_busiest_processes_and_the_endpoint_lists_them_all(supervised):
+    run = supervised().main(MANY, "--interval", "0.5", "--metrics-publish-every", "1")
+    url = run.url()
+
+    def served():
+        code, document = http_get(f"{url}/metrics")
+        return document if code == 200 and len(document["processes"]) >= 30 else None
+
+    document = wait_for(served, 15, "every process at the endpoint")
+    assert document["process_count"] == len(document["processes"]) >= 30
+    assert len({p["pid"] for p in document["processes"]}) == len(document["processes"])
+
+    def stored():
+        metrics = run.record().get("metrics") or {}
+        return metrics if metrics.get("process_count", 0) >= 30 else None
+
+    metrics = wait_for(stored, 10, "the metrics of every process in etcd")
+    assert 0 < len(metrics["processes"]) <= 20 and metrics["process_count"] >= 30, metrics["process_count"]
+    assert len(metrics["processes"]) == 20  # the 20 busiest (README: etcd layout)
+    assert run.state() == "running"
+
+
+# -- v2 only: a supervisor on the shared etcd 3.4's v2 API, whatever --etcd-api chose -----------------
+
+@pytest.fixture
+def v2_run(services: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Supervisor]:
+    """One Supervisor run on v2, made as conftest's ``supervised`` makes one (its output shown on failure,
+    its process group, containers and keys removed afterwards)."""
+    service = f"t{uuid.uuid4().hex[:10]}"
+    run = Supervisor(service, tmp_path / f"{service}.log", api="v2")
+    yield run
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed and run.proc:
+        print(f"--- supervisor output ({run.service}) ---\n{run.output()}")
+    run.cleanup()
+
+
+def test_on_v2_an_empty_service_directory_is_removed_never_a_live_record(v2_run):
+    """etcd v2 keeps a directory whose last child expired: a publisher removes the service directories
+    left empty under its namespace once it has written its record (best effort; an empty one only)."""
+    run = v2_run
+    etcd = run.etcd
+    assert isinstance(etcd, EtcdV2)
+    services = f"{NAMESPACE}/services"
+    empty, held = (f"{services}/t{uuid.uuid4().hex[:10]}" for _ in range(2))
+    live_key = f"{held}/t1/running"
+    try:
+        assert etcd.request(f"/v2/keys{empty}?dir=true", "PUT")[0] == 201
+        assert etcd.put(live_key, "true") == 201
+        made = etcd.get(empty)
+        assert made is not None and made.get("dir") is True and not made.get("nodes"), made
+
+        run.main(POLITE)
+        run.wait_state("running", 15)
+        wait_for(lambda: etcd.get(empty) is None, 5, "the empty service directory to be removed")
+        assert etcd.value(live_key) is True  # a directory holding anything is never touched
+        assert [task.key for task in etcd.tasks(held)] == [f"{held}/t1"]
+        node = run.task()
+        assert node is not None and RECORD <= set(node.keys) and node.keys["running"] is True
+        os.kill(run.proc.pid, signal.SIGTERM)
+        assert run.wait(20) == 0
+    finally:
+        etcd.delete(empty)
+        etcd.delete(held)
