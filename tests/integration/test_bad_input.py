@@ -27,7 +27,7 @@ def assert_refused(run: Supervisor, needles: List[str]) -> str:
     assert "Traceback" not in out
     for needle in needles:
         assert needle in out, out
-    assert run.containers() == [] and run.task_dir() is None
+    assert run.containers() == [] and run.task() is None
     return out
 
 
@@ -45,26 +45,26 @@ def assert_refused(run: Supervisor, needles: List[str]) -> str:
 )
 def test_an_ini_mistake_exits_2_with_one_line(supervised, tmp_path, task, extra, needles):
     run = supervised()
-    path = write_ini(tmp_path, run.service, task=task, etcd=extra)
+    path = write_ini(tmp_path, run.service, task=task, etcd=extra, api=run.api)
     run.ini(path)
     assert_refused(run, [str(path), *needles])
 
 
 def test_check_on_a_bad_file_exits_2_and_on_a_good_one_0(supervised, tmp_path):
     run = supervised()
-    bad = write_ini(tmp_path, run.service, etcd="ttl = 1\n")
+    bad = write_ini(tmp_path, run.service, etcd="ttl = 1\n", api=run.api)
     run.start(["-m", "supervisor", "--check", str(bad)])
     assert_refused(run, [f"{bad}: [etcd] ttl: 1 is out of range"])
-    good = supervised(run.service).start(["-m", "supervisor", "--check", str(write_ini(tmp_path, run.service))])
+    good = supervised(run.service).start(["-m", "supervisor", "--check", str(write_ini(tmp_path, run.service, api=run.api))])
     assert good.wait(30) == 0 and ": ok: service " in good.output()
-    assert good.containers() == [] and good.task_dir() is None
+    assert good.containers() == [] and good.task() is None
 
 
 def test_a_password_file_that_is_empty_exits_2_and_shows_no_secret(supervised, tmp_path):
     run = supervised()
     empty = tmp_path / "password"
     empty.write_text("\n")
-    run.ini(write_ini(tmp_path, run.service, etcd=f"username = root\npassword_file = {empty}\n"))
+    run.ini(write_ini(tmp_path, run.service, etcd=f"username = root\npassword_file = {empty}\n", api=run.api))
     assert_refused(run, ["[etcd] password_file", "write the password in it"])
 
 
@@ -80,7 +80,8 @@ def test_a_password_file_that_is_empty_exits_2_and_shows_no_secret(supervised, t
 )
 def test_a_flag_mistake_exits_2_with_one_line(supervised, argv, needles):
     run = supervised()
-    run.start(["main.py", *argv, "--service", run.service, "--etcd-namespace", NAMESPACE])
+    run.start(["main.py", *argv, "--service", run.service, "--etcd-namespace", NAMESPACE, "--etcd-api", run.api,
+               "--etcd", run.etcd.address])  # the etcd that assert_refused finds nothing in
     out = assert_refused(run, needles)
     assert "s3cr3t-pw" not in out
 
@@ -91,7 +92,7 @@ def test_a_port_in_use_exits_2_before_anything_is_created(supervised, tmp_path):
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
         port = holder.getsockname()[1]
-        run.ini(write_ini(tmp_path, run.service, etcd=f"[endpoint]\nport = {port}\n"))
+        run.ini(write_ini(tmp_path, run.service, etcd=f"[endpoint]\nport = {port}\n", api=run.api))
         assert_refused(run, [f"[endpoint] port {port} on 127.0.0.1 is in use", "choose another port"])
 
 
