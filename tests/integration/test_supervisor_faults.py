@@ -24,7 +24,8 @@ SHM_NAMES = ("psm_", "horizon")  # what multiprocessing.shared_memory (or a name
 
 def fast_ini(run: Supervisor, tmp_path, command: str, task: str = ""):
     """The task file both supervisors of the task start from: a short TTL, and quick samples."""
-    return write_ini(tmp_path, run.service, command, task=task, etcd=f"ttl = {TTL}\n[metrics]\ninterval = 0.2\n")
+    return write_ini(tmp_path, run.service, command, task=task, etcd=f"ttl = {TTL}\n[metrics]\ninterval = 0.2\n",
+                     api=run.api)
 
 
 def shm_entries() -> set:
