@@ -173,7 +173,8 @@ class V2Backend:
         return V2Record(self.client, prefix)
 
     def ping(self, namespace: str) -> None:
-        self.client.ping(namespace)
+        # Under the namespace, not the namespace itself: a role granted "/horizon/*" cannot read "/horizon".
+        self.client.ping(services_prefix(namespace))
 
     def tidy(self, namespace: str) -> None:
         """Remove the service directories that expired records left empty (etcd v2 keeps a directory

@@ -1,6 +1,7 @@
 """etcd faults injected for real: private etcd members (frozen, down at start, killed) and a stalled
-publisher, under a real supervisor on the real Docker engine. Each test says what the supervisor kept:
-sampling and HTTP untouched, the record in etcd complete, current and with its TTL once etcd is back."""
+publisher, under a real supervisor on the real Docker engine, on both APIs (v3: etcd 3.5 without
+--enable-v2; v2: etcd 3.4 with it). Each test says what the supervisor kept: sampling and HTTP untouched,
+the record in etcd complete, current and with its TTL (v3: every key on one live lease) once etcd is back."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import psutil
 import pytest
 
 from tests.support import POLITE
-from tests.support.etcd import task_keys
 from tests.support.etcd_cluster import Cluster, Member
 from tests.support.metrics import seq_at
 from tests.support.net import http_get
@@ -29,13 +29,13 @@ FRESH = 3 * PUBLISH_EVERY  # how far etcd's metrics may trail the endpoint's and
 
 
 @pytest.fixture
-def private_etcd() -> Iterator[Callable[..., Cluster]]:
-    """Factory of private etcd clusters (started unless start=False); all are stopped afterwards.
-    Request it before ``supervised`` so the supervisors are ended first."""
+def private_etcd(etcd_api: str) -> Iterator[Callable[..., Cluster]]:
+    """Factory of private etcd clusters of the test's API (started unless start=False); all are stopped
+    afterwards. Request it before ``supervised`` so the supervisors are ended first."""
     clusters: List[Cluster] = []
 
     def make(size: int = 1, start: bool = True) -> Cluster:
-        cluster = Cluster(size)
+        cluster = Cluster(size, api=etcd_api)
         clusters.append(cluster)
         return cluster.start() if start else cluster
 
@@ -61,11 +61,12 @@ def endpoint_seq(run: Supervisor) -> int:
 
 
 def current(run: Supervisor, state: str = "running") -> Optional[Dict[str, Any]]:
-    """The record when it is whole, has its TTL, shows ``state`` and fresh metrics; else None."""
-    task = run.task_dir()
-    record = task_keys(task)  # the same read as the TTL: a record re-created without one cannot pass
-    if not task or set(record) != KEYS or not task.get("ttl"):
+    """The record when it is whole, has its TTL (v3: every key on one live lease), shows ``state`` and
+    fresh metrics; else None."""
+    task = run.task()  # one read for keys and TTL: a record re-created without one cannot pass
+    if not task or set(task.keys) != KEYS or not task.ttl or (run.api == "v3" and task.lease is None):
         return None
+    record = task.keys
     if record["status"]["state"] != state or record["running"] is not (state == "running"):
         return None
     if state == "running" and endpoint_seq(run) - record["metrics"]["seq"] > FRESH:
@@ -100,7 +101,7 @@ def stop_and_check_the_final_record(run: Supervisor) -> None:
     assert run.wait(30) == 0
     record = wait_for(lambda: current(run, "stopped"), 5, "the final record")
     assert record["status"]["exit_code"] == 0
-    assert 590 < run.task_dir()["ttl"] <= 600
+    assert 590 < run.task().ttl <= 600
     assert run.containers() == []
 
 
@@ -161,7 +162,7 @@ def test_etcd_down_at_start_the_task_runs_and_registers_once_etcd_is_up(private_
     url = found.group(1)
     wait_for(lambda: http_get(f"{url}/metrics")[0] == 200, 20, "samples at the endpoint while etcd is down")
     assert http_get(f"{url}/status")[1]["state"] == "running"
-    assert len(run.containers()) == 1 and run.task_dir() is None
+    assert len(run.containers()) == 1 and run.task() is None
 
     etcd.start()
     record = wait_for(lambda: current(run), 20, "the whole record once etcd is up")
@@ -195,12 +196,13 @@ def test_losing_the_member_in_use_publishing_goes_on_through_the_others(private_
     assert wait_for(lambda: member_in_use(run, etcd), 5, "the publisher's member") is leader  # the first listed
 
     leader.kill()
-    seq = run.record()["metrics"]["seq"]
+    # v3 reads are linearizable: the survivors answer once they have elected a new leader
+    seq = wait_for(lambda: run.record().get("metrics", {}).get("seq"), 10, "a read from the surviving members")
     wait_for(lambda: run.record().get("metrics", {}).get("seq", 0) >= seq + 3 * PUBLISH_EVERY, 20,
              "metrics in etcd to keep advancing through the surviving members")
     assert wait_for(lambda: member_in_use(run, etcd), 5, "the publisher's new member") in order[1:]
     record = wait_for(lambda: current(run), 10, "the whole, current record")
-    assert run.task_dir()["ttl"] <= 15
+    assert run.task().ttl <= 15
     assert record["info"]["container_id"].startswith(run.containers()[0])
     stop_and_check_the_final_record(run)
 
@@ -209,12 +211,12 @@ def test_a_deleted_record_is_written_again_whole(private_etcd, supervised):
     etcd = private_etcd()
     run = supervise(supervised, etcd)
     wait_for(lambda: current(run), 20, "the whole record in etcd")
-    task_key = run.task_dir()["key"]
+    task_key = run.task().key
     etcd.client().delete(task_key)
     wait_for(lambda: current(run), 2 * PUBLISH_PERIOD + 5, "the record written again")
-    task = run.task_dir()
-    assert task["key"] == task_key and task["ttl"] <= 15
-    assert "vanished" in run.output()
+    task = run.task()
+    assert task.key == task_key and task.ttl <= 15
+    assert "not as horizon left it" in run.output()
 
 
 def test_a_record_expired_during_a_stall_of_the_whole_supervisor_comes_back_whole(private_etcd, supervised):
@@ -225,12 +227,15 @@ def test_a_record_expired_during_a_stall_of_the_whole_supervisor_comes_back_whol
     run = supervise(supervised, etcd, "--etcd-ttl", str(ttl))
     wait_for(lambda: current(run), 20, "the whole record in etcd")
     workers = wait_for(run.all_workers, 5, "the three workers")
+    lease = run.task().lease
     os.killpg(run.proc.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: run.task_dir() is None, ttl + 5, "the record to expire while the supervisor is stopped")
+        wait_for(lambda: run.task() is None, ttl + 5, "the record to expire while the supervisor is stopped")
     finally:
         os.killpg(run.proc.pid, signal.SIGCONT)
     wait_for(lambda: current(run), 2 * PUBLISH_PERIOD + 5, "the whole record back, with its TTL")
-    assert run.task_dir()["ttl"] <= ttl
+    assert run.task().ttl <= ttl
+    if run.api == "v3":
+        assert run.task().lease != lease  # the expired lease was replaced, not reused
     assert run.workers() == workers  # the same workers recovered; nothing was killed as hung or restarted
     assert "hung" not in run.output()

@@ -21,6 +21,6 @@ def write_ini(directory: Path, service: str, command: str = "sleep 30", task: st
     path = directory / f"{service}.ini"
     path.write_text(
         f"[task]\nimage = {IMAGE}\ncommand = {command}\nservice = {service}\n{task}"
-        f"[etcd]\nnamespace = {NAMESPACE}\n{unless_given('api', api)}{unless_given('hosts', ETCD_HOSTS[api])}{etcd}"
+        f"[etcd]\n{unless_given('namespace', NAMESPACE)}{unless_given('api', api)}{unless_given('hosts', ETCD_HOSTS[api])}{etcd}"
     )
     return path
