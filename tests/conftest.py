@@ -24,7 +24,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "etcd_api" in metafunc.fixturenames:
+    """Every test taking etcd_api runs on each chosen API, unless it names its own with
+    ``@pytest.mark.parametrize("etcd_api", [...], indirect=True)`` (a test of one API's behaviour)."""
+    named = any(mark.args and mark.args[0] == "etcd_api" for mark in metafunc.definition.iter_markers("parametrize"))
+    if "etcd_api" in metafunc.fixturenames and not named:
         chosen = metafunc.config.getoption("etcd_api")
         apis = list(APIS) if chosen == "both" else [chosen]
         metafunc.parametrize("etcd_api", apis, ids=apis, indirect=True)

@@ -29,7 +29,7 @@ from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.store import RequestSpan, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
-log = logging.getLogger("etcd")
+log = logging.getLogger("horizon-etcd")  # not "etcd": python-etcd's own logger, silenced in logs.py
 
 # gRPC status codes the gateway answers with
 INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED = 3, 5, 9, 7
@@ -122,7 +122,8 @@ class Gateway:
         except GatewayError as exc:
             if exc.code != UNAUTHENTICATED or not self._credentials:
                 raise
-        self._authenticate(member)  # the member no longer knows our token: one renewal, in this call
+        log.debug("etcd at %s no longer knows horizon's token; authenticating again", self._names[member])
+        self._authenticate(member)  # one renewal, in this call
         return self._post(member, path, body)
 
     def _authenticate(self, member: int) -> None:

@@ -26,7 +26,7 @@ from supervisor.etcd.layout import RECORD_KEYS, services_prefix
 from supervisor.etcd.store import RequestSpan, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
-log = logging.getLogger("etcd")
+log = logging.getLogger("horizon-etcd")
 
 NO_V2_FIX = "set [etcd] api = v3 (etcd serves the v2 API only with --enable-v2, and 3.6 not at all)"
 

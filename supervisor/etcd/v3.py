@@ -25,7 +25,7 @@ from supervisor.etcd.errors import Missing, Unavailable
 from supervisor.etcd.gateway import Gateway, b64, range_end, unb64
 from supervisor.etcd.store import RequestSpan
 
-log = logging.getLogger("etcd")
+log = logging.getLogger("horizon-etcd")
 
 
 def compare_revision(key: str, revision: int) -> Dict[str, Any]:

@@ -235,3 +235,29 @@ def test_a_required_etcd_that_refuses_the_password_fails_the_start_naming_the_cr
     assert last.startswith("horizon: error: etcd at") and "refused" in last and "password_file" in last, last
     assert run.containers() == []  # never started: etcd was required and said no
     assert wrong not in run.output() and PASSWORD not in run.output()
+
+
+class ShortTokenMember(Member):
+    """A member whose auth tokens expire after 2 s (etcd's default is 300 s)."""
+
+    def client_flags(self) -> List[str]:
+        return [*super().client_flags(), "--auth-token-ttl", "2"]
+
+
+@pytest.mark.parametrize("etcd_api", ["v3"], indirect=True)
+def test_v3_an_expired_token_is_renewed_and_publishing_goes_on(supervised, tmp_path, services):
+    for member in running(Cluster(member=lambda name, data_dir: ShortTokenMember(name, data_dir, "v3"), api="v3")):
+        enable_v3_auth(member)
+        secret = tmp_path / "etcd-password"
+        secret.write_text(PASSWORD)
+        run = start(supervised(), tmp_path, member, f"username = horizon\npassword_file = {secret}\n",
+                    "--log-level", "DEBUG", password=PASSWORD)
+        run.wait_state("running", 30, "the record")
+        seq = wait_for(lambda: run.record().get("metrics", {}).get("seq"), 10, "metrics in etcd")
+        # publish_every 5 at 1 s: a write every 5 s, each with a token older than its 2 s life
+        wait_for(lambda: run.record().get("metrics", {}).get("seq", 0) >= seq + 10, 30,
+                 "metrics to keep being written with renewed tokens")
+        assert "refuses" not in run.output() and "does not answer" not in run.output()
+        assert "no longer knows horizon's token" in run.output()
+        stop(run)
+        assert run.state() == "stopped" and PASSWORD not in run.output()
