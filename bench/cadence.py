@@ -50,7 +50,7 @@ def summary(samples: Sequence[Tuple[int, float, float]], interval: float) -> Tup
 def run(smoke: bool) -> List[Row]:
     idle_s, freeze_s, wrk_s = (2, 2, 2) if smoke else (30, 30, 20)
     rows: List[Row] = []
-    etcd = Cluster().start()
+    etcd = Cluster(api="v3").start()
     member = etcd.members[0]
     sups: List[BenchSupervisor] = []
     try:

@@ -23,9 +23,9 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
 
-from tests.support import ETCD
+from tests.support import ETCD_HOSTS
 from tests.support.docker import inspect
-from tests.support.etcd import EtcdV2
+from tests.support.etcd import etcd_client
 from tests.support.net import free_port, http_get
 from tests.support.supervisor import Supervisor
 from tests.support.waiting import wait_for
@@ -87,25 +87,30 @@ def sh(*argv: str, timeout: float = 120, check: bool = True) -> str:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout).stdout
 
 
-def etcd_wipe(host: str) -> None:
-    """Remove this run's namespace from the etcd at ``host``."""
-    EtcdV2(f"http://{host}").delete(NAMESPACE)
+def etcd_wipe(host: str, apis: Sequence[str] = ("v3", "v2")) -> None:
+    """Remove this run's namespace from the etcd at ``host``, from each API's keys (etcd 3.4 keeps v2's
+    and v3's apart; an etcd without v2 answers 404 there: nothing to remove). Never raises."""
+    for api in apis:
+        etcd_client(api, f"http://{host}").delete(NAMESPACE)
 
 
 # -- supervisors --------------------------------------------------------------------------------------
 
 class BenchSupervisor(Supervisor):
     """``python main.py IMAGE COMMAND`` with a bench service, a fixed port and the flags every benchmark
-    runs with; the psutil view of its processes, and the container's pid, for measurement."""
+    runs with, on etcd's ``api`` (v3 by default) at ``etcd`` (by default that API's shared etcd); the
+    psutil view of its processes, and the container's pid, for measurement."""
 
-    def __init__(self, name: str, command: str = TEN_PROCESSES, interval: float = 1.0, etcd: str = ETCD,
-                 network: str = "none", extra: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, command: str = TEN_PROCESSES, interval: float = 1.0, etcd: Optional[str] = None,
+                 network: str = "none", extra: Sequence[str] = (), api: str = "v3") -> None:
         service = f"bench-{name}-{RUN_ID}"[:63].rstrip("-")
+        etcd = etcd or ETCD_HOSTS[api]
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        super().__init__(service, LOG_DIR / f"{service}.log", NAMESPACE, EtcdV2(f"http://{etcd}"), free_port())
-        self.task = "t1"
-        self.key = f"{self.prefix}/{self.task}"  # the task's directory
-        self.flags = ["--name", self.task, "--etcd", etcd, "--interval", str(interval), "--network", network,
+        super().__init__(service, LOG_DIR / f"{service}.log", NAMESPACE, etcd_client(api, f"http://{etcd}"),
+                         free_port())
+        self.task_name = "t1"  # not ``task``: Supervisor.task() reads the task's record
+        self.key = f"{self.prefix}/{self.task_name}"  # the task's keys are under it
+        self.flags = ["--name", self.task_name, "--etcd", etcd, "--interval", str(interval), "--network", network,
                       "--stop-signal", "SIGKILL", "--stop-timeout", "1", "--log-level", "WARNING", *extra]
         self.command = command
 
@@ -135,7 +140,7 @@ class BenchSupervisor(Supervisor):
         return int(inspect(self.containers()[0], "{{.State.Pid}}"))
 
 
-def stop_all(supervisors: Sequence[BenchSupervisor], etcd_hosts: Sequence[str] = (ETCD,)) -> None:
+def stop_all(supervisors: Sequence[BenchSupervisor], etcd_hosts: Sequence[str] = tuple(ETCD_HOSTS.values())) -> None:
     """SIGTERM every group at once, give them 15 s in all, then clean up each (SIGKILL for stragglers,
     containers, keys) and wipe the run's namespace. Never raises."""
     for sup in supervisors:

@@ -44,7 +44,7 @@ def _answers(url: str) -> bool:
 
 def run(smoke: bool) -> List[Row]:
     seconds = 1 if smoke else 10
-    etcd = Cluster().start()
+    etcd = Cluster(api="v3").start()
     sup = BenchSupervisor("endpoint", etcd=etcd.hosts)
     bare = None
     try:

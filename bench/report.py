@@ -12,8 +12,8 @@ from typing import Dict, List, Sequence, Tuple
 import psutil
 
 from bench.common import Row
-from tests.support import ROOT
-from tests.support.etcd import EtcdV2
+from tests.support import ETCD_HOSTS, ROOT
+from tests.support.etcd import etcd_client
 
 CHANGES = Path(__file__).resolve().parent / "CHANGES.md"
 COLUMNS = ("benchmark", "what", "figure", "baseline (same run)", "ratio", "target", "met?")
@@ -49,6 +49,12 @@ def _first_line(argv: List[str]) -> str:
         return "unknown"
 
 
+def etcd_version(api: str) -> str:
+    """The version of the shared etcd of ``api`` (scripts/services.sh starts both)."""
+    status, body = etcd_client(api).request("/version")
+    return body.get("etcdserver", "unknown") if status == 200 and isinstance(body, dict) else "unknown"
+
+
 def machine() -> Dict[str, str]:
     cpu = "unknown"
     with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -62,8 +68,6 @@ def machine() -> Dict[str, str]:
             for line in handle:
                 if line.startswith("PRETTY_NAME="):
                     distro = line.split("=", 1)[1].strip().strip('"')
-    status, body = EtcdV2().request("/version")
-    etcd_version = body.get("etcdserver", "unknown") if status == 200 and isinstance(body, dict) else "unknown"
     cgroup = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
     commit = _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=10"])
     return {
@@ -72,7 +76,9 @@ def machine() -> Dict[str, str]:
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "OS / kernel": f"{distro} / {platform.release()} (cgroup {cgroup})",
         "Docker engine": _first_line(["docker", "version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"]),
-        "etcd": f"{etcd_version} (loopback, v2 API)",
+        "etcd": f"{etcd_version('v3')} over the v3 API (every benchmark's supervisors: {ETCD_HOSTS['v3']} and "
+                f"private members of the same binary); {etcd_version('v2')} with the v2 API enabled at "
+                f"{ETCD_HOSTS['v2']} (etcd_client's fallback, over v3); loopback",
         "Python": platform.python_version(),
         "wrk": _first_line(["sh", "-c", "wrk -v 2>&1"]),
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),

@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 
 from bench import common, report
 from bench.common import Row, log
+from tests.support import ETCD_HOSTS
 from tests.support.services import services_up
 
 BENCHMARKS = ("sample_cost", "cadence", "endpoint", "freshness", "footprint", "start", "scale", "etcd_client")
@@ -55,7 +56,8 @@ def run_one(name: str, smoke: bool) -> Tuple[List[Tuple[str, Row]], bool]:
         ok = False
     finally:
         common.remove_containers()
-        common.etcd_wipe(common.ETCD)
+        for host in ETCD_HOSTS.values():
+            common.etcd_wipe(host)
     log(f"{name} took {time.monotonic() - started:.1f} s")
     return [(name, row) for row in rows], ok
 

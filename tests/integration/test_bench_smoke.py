@@ -14,9 +14,9 @@ import psutil
 import pytest
 
 from bench.run import BENCHMARKS, RESULTS
-from tests.support import ROOT
+from tests.support import ETCD_HOSTS, ROOT
 from tests.support.docker import docker
-from tests.support.etcd import EtcdV2
+from tests.support.etcd import EtcdV2, EtcdV3, range_end
 
 # Rows every smoke run prints, by benchmark: (benchmark, the start of the row's "what").
 EXPECTED = [
@@ -55,5 +55,8 @@ def test_smoke_mode_runs_every_benchmark_and_prints_every_row(services: None, tm
     assert (RESULTS.read_bytes() if RESULTS.exists() else None) == before  # the real results are left alone
     # nothing left behind: containers, keys, supervisors
     assert not docker("ps", "-aq", "--filter", f"name={run}").split()
-    assert EtcdV2().get(f"/horizon-bench-{run}") is None
+    namespace = f"/horizon-bench-{run}"
+    for host in ETCD_HOSTS.values():  # the benchmarks write over v3; each shared etcd, in either API's keys
+        assert EtcdV3(f"http://{host}").kvs(f"{namespace}/", range_end(f"{namespace}/")) == []
+    assert EtcdV2().get(namespace) is None
     assert not [p for p in psutil.process_iter(["cmdline"]) if run in " ".join(p.info["cmdline"] or ())]
