@@ -347,30 +347,38 @@ def default_service(image: str) -> str:
     return cleaned or "task"
 
 
+def convert_section(section: str, given: Mapping[str, str], where: Where) -> Dict[str, Any]:
+    """One section's raw strings converted by its fields' converters (defaults for what is not given)."""
+    kwargs: Dict[str, Any] = {}
+    for spec in dataclasses.fields(SECTIONS[section]):
+        raw = given.get(spec.name, spec.metadata["default"])
+        if raw is None:
+            raise ConfigError(f"{where(section, spec.name)}: missing; it is required ({spec.metadata['doc']})")
+        raw = raw.strip()
+        if not raw and spec.metadata["default"] == "":
+            kwargs[spec.name] = spec.metadata["empty"]
+            continue
+        try:
+            kwargs[spec.name] = spec.metadata["convert"](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where(section, spec.name)}: {exc}") from None
+    return kwargs
+
+
+def build_etcd(given: Mapping[str, str], where: Where) -> EtcdSection:
+    """The [etcd] section alone, checked like a task file's: what a client of the fleet needs."""
+    etcd_ = convert_section("etcd", given, where)
+    check_etcd_security(etcd_, where)
+    return EtcdSection(**etcd_)
+
+
 def build(values: Mapping[str, Mapping[str, str]], where: Where, source: str, task_seed: Optional[str]) -> Config:
     """Convert raw strings (from an ini file or the command line) into a Config.
 
     ``where(section, key)`` names a key for error messages. ``task_seed`` makes the default task name
     stable (the config file's path, so a restarted supervisor finds its container again); None draws one.
     """
-    sections: Dict[str, Any] = {}
-    for section, cls in SECTIONS.items():
-        given = values.get(section, {})
-        kwargs: Dict[str, Any] = {}
-        for spec in dataclasses.fields(cls):
-            raw = given.get(spec.name, spec.metadata["default"])
-            if raw is None:
-                raise ConfigError(f"{where(section, spec.name)}: missing; it is required ({spec.metadata['doc']})")
-            raw = raw.strip()
-            if not raw and spec.metadata["default"] == "":
-                kwargs[spec.name] = spec.metadata["empty"]
-                continue
-            try:
-                kwargs[spec.name] = spec.metadata["convert"](raw)
-            except ValueError as exc:
-                raise ConfigError(f"{where(section, spec.name)}: {exc}") from None
-        sections[section] = kwargs
-
+    sections = {section: convert_section(section, values.get(section, {}), where) for section in SECTIONS}
     task, etcd_, endpoint = sections["task"], sections["etcd"], sections["endpoint"]
     if not task["service"]:
         task["service"] = default_service(task["image"])
@@ -437,8 +445,8 @@ class CaseSensitiveParser(configparser.ConfigParser):
         return optionstr
 
 
-def load(path: str) -> Config:
-    """Read and validate an ini file."""
+def read_ini(path: str) -> Dict[str, Dict[str, str]]:
+    """An ini file's sections and keys, every one of them known; raw strings, not yet converted."""
     parser = CaseSensitiveParser(interpolation=None, default_section="\0none")
     try:
         with open(path, encoding="utf-8") as handle:
@@ -461,9 +469,20 @@ def load(path: str) -> Config:
             if key not in known:
                 raise ConfigError(f"{path}: [{section}] unknown key {key!r}{_nearest(key, known)}")
         values[section] = dict(parser.items(section))
+    return values
+
+
+def load(path: str) -> Config:
+    """Read and validate a task file."""
+    values = read_ini(path)
     if "task" not in values:
         raise ConfigError(f"{path}: no [task] section; it needs at least image and command")
     return build(values, lambda s, k: f"{path}: [{s}] {k}", path, os.path.realpath(path))
+
+
+def load_etcd(path: str) -> EtcdSection:
+    """The [etcd] section of a task file (the other sections are checked for unknown keys only)."""
+    return build_etcd(read_ini(path).get("etcd", {}), lambda s, k: f"{path}: [{s}] {k}")
 
 
 def ini_mistake(exc: configparser.Error) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import urllib3
@@ -93,14 +94,18 @@ class Gateway:
     def describe(self) -> str:
         return self._names[self._current]
 
-    def call(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+    def call(self, path: str, body: Dict[str, Any], watch_for: Optional[float] = None) -> Dict[str, Any]:
         """POST ``body`` to ``/v3/PATH`` on the member in use, moving on to the next ones while they do not
-        answer; the answer's JSON. Refused for a refusal, NotFound for a missing lease, Unavailable else."""
+        answer; the answer's JSON. Refused for a refusal, NotFound for a missing lease, Unavailable else.
+
+        With ``watch_for`` (``path`` is "watch"), the answer is a stream: its messages are read for up to
+        that many seconds, until one carries events or cancels the watch, and the last one is returned
+        ({} when none but the creation came)."""
         errors = []
         handshakes_refused = 0
         for _ in range(len(self._urls)):
             try:
-                return self._on_member(self._current, path, body)
+                return self._on_member(self._current, path, body, watch_for)
             except GatewayError as exc:
                 if exc.code in (PERMISSION_DENIED, UNAUTHENTICATED) or exc.status in (401, 403):
                     raise Refused(f"{self.describe()}: {exc.message}") from None
@@ -114,17 +119,18 @@ class Gateway:
         # Every member answered, but none accepted our TLS settings: a mistake to fix, not an outage.
         raise (Refused if handshakes_refused == len(self._urls) else Unavailable)("; ".join(errors))
 
-    def _on_member(self, member: int, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+    def _on_member(self, member: int, path: str, body: Dict[str, Any], watch_for: Optional[float]
+                   ) -> Dict[str, Any]:
         if self._credentials and self._tokens[member] is None:
             self._authenticate(member)
         try:
-            return self._post(member, path, body)
+            return self._post(member, path, body, watch_for)
         except GatewayError as exc:
             if exc.code != UNAUTHENTICATED or not self._credentials:
                 raise
         log.debug("etcd at %s no longer knows horizon's token; authenticating again", self._names[member])
         self._authenticate(member)  # one renewal, in this call
-        return self._post(member, path, body)
+        return self._post(member, path, body, watch_for)
 
     def _authenticate(self, member: int) -> None:
         self._tokens[member] = None
@@ -139,15 +145,23 @@ class Gateway:
             raise
         self._tokens[member] = answer.get("token", "")
 
-    def _post(self, member: int, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+    def _post(self, member: int, path: str, body: Dict[str, Any], watch_for: Optional[float] = None
+              ) -> Dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         token = self._tokens[member]
         if token:
             headers["Authorization"] = token
-        with self._request_span(self._bound):
-            response = self._http.request(
-                "POST", f"{self._urls[member]}/v3/{path}", body=json.dumps(body).encode(), headers=headers,
-            )
+        url, data = f"{self._urls[member]}/v3/{path}", json.dumps(body).encode()
+        if watch_for is not None:
+            timeout = urllib3.Timeout(connect=self._bound / 2, read=watch_for)
+            response = self._http.request("POST", url, body=data, headers=headers, timeout=timeout,
+                                          preload_content=False)
+            if response.status == 200:
+                return self._watched(response, watch_for)
+            response.read()
+        else:
+            with self._request_span(self._bound):
+                response = self._http.request("POST", url, body=data, headers=headers)
         try:
             answer = json.loads(response.data or b"{}")
         except ValueError:
@@ -161,6 +175,33 @@ class Gateway:
             message = answer.get("message") or answer.get("error") or f"HTTP {response.status}"
             raise GatewayError(response.status, int(answer.get("code", 0)), str(message))
         return answer
+
+    @staticmethod
+    def _watched(response: urllib3.BaseHTTPResponse, watch_for: float) -> Dict[str, Any]:
+        """Read a watch's stream (one JSON object per line, each wrapped in "result") for up to
+        ``watch_for`` seconds, until a message carries events or cancels the watch."""
+        deadline = time.monotonic() + watch_for
+        buffer, last = b"", {}  # type: Tuple[bytes, Dict[str, Any]]
+        try:
+            for chunk in response.stream(4096, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    message = json.loads(line or b"{}")
+                    last = message.get("result", message)
+                    if "error" in message and not last:
+                        raise GatewayError(200, int(message["error"].get("code", 0)),
+                                           str(message["error"].get("message", "watch failed")))
+                    if last.get("events") or last.get("canceled"):
+                        return last
+                if time.monotonic() >= deadline:
+                    break
+        except urllib3.exceptions.ReadTimeoutError:
+            pass  # nothing happened within watch_for
+        finally:
+            response.close()  # a watch never ends by itself: this connection is done
+            response.release_conn()
+        return {"header": last.get("header", {})} if last else {}
 
     def close(self) -> None:
         self._http.clear()

@@ -7,6 +7,12 @@
                                          /running   true | false
                                          /status    {"state","exit_code","reason","updated_at",...}
                                          /metrics   the /metrics document (top processes only)
+    {namespace}/control/{service}/{task}            {"action": "stop"|"pause"|"resume","id","requested_at","by"}
+
+A control request lives apart from the record: it is written by any client (``horizon stop``) with a
+TTL of its own, and the record is written by the task's publisher alone, so neither ever overwrites
+or revives the other. The task's supervisor watches its control key, acts on a request once, and
+deletes it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ def services_prefix(namespace: str) -> str:
 def task_prefix(namespace: str, service: str, task: str) -> str:
     """The task's record: a directory on v2, a key prefix on v3."""
     return f"{services_prefix(namespace)}/{service}/{task}"
+
+
+def control_prefix(namespace: str) -> str:
+    return f"{namespace}/control"
+
+
+def control_key(namespace: str, service: str, task: str) -> str:
+    return f"{control_prefix(namespace)}/{service}/{task}"
 
 
 def split_key(namespace: str, key: str) -> Optional[Tuple[str, str, str]]:

@@ -10,7 +10,8 @@ heartbeat span, so that waiting on a frozen etcd is never taken for a hang.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Callable, ContextManager, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Callable, ContextManager, List, Mapping, Optional, Protocol, Tuple
 
 from supervisor.config import EtcdSection
 
@@ -19,6 +20,16 @@ RequestSpan = Callable[[float], ContextManager[None]]
 
 def no_span(bound: float) -> ContextManager[None]:
     return nullcontext()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A key as read, or a change as watched: ``value`` None for a key deleted or expired. ``revision``
+    is the key's last change (v3 mod revision, v2 modifiedIndex)."""
+
+    key: str
+    value: Optional[str]
+    revision: int
 
 
 class RecordStore(Protocol):
@@ -44,6 +55,21 @@ class Backend(Protocol):
     def tidy(self, namespace: str) -> None:
         """Remove what expired records leave behind under ``namespace`` (v2: empty service
         directories; v3 leaves nothing). Best effort: never raises, never touches a live record."""
+
+    def read_prefix(self, prefix: str) -> Tuple[List[Entry], int]:
+        """Every key under ``prefix`` (which ends with "/") in one request, and the revision (v2: index)
+        they are current as of: ``wait(prefix, that)`` sees every later change."""
+
+    def wait(self, prefix: str, after: int, timeout: float) -> Tuple[List[Entry], int]:
+        """The changes under ``prefix`` after revision ``after``, waiting up to ``timeout`` seconds for the
+        first (v3 watch, v2 wait): ([], after) when none came, else the changes and the revision to wait
+        after next. Missing when etcd no longer has the history from ``after`` (read the prefix again)."""
+
+    def put(self, key: str, value: str, ttl: int) -> None:
+        """Write ``key``, expiring after ``ttl`` seconds (v3: on a lease of its own)."""
+
+    def delete(self, key: str, revision: int) -> bool:
+        """Delete ``key`` if its last change is still ``revision``; False if it changed or is gone."""
 
     def describe(self) -> str:
         """The member in use, host:port."""

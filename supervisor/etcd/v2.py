@@ -15,7 +15,7 @@ the next member itself when one stops answering.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import etcd
 import urllib3
@@ -23,12 +23,16 @@ import urllib3
 from supervisor.config import EtcdSection
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.layout import RECORD_KEYS, services_prefix
-from supervisor.etcd.store import RequestSpan, no_span
+from supervisor.etcd.store import Entry, RequestSpan, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
 log = logging.getLogger("horizon-etcd")
 
 NO_V2_FIX = "set [etcd] api = v3 (etcd serves the v2 API only with --enable-v2, and 3.6 not at all)"
+
+
+class CompareFailed(Exception):
+    """A conditional request whose condition (prevIndex, prevValue) no longer holds."""
 
 
 class EtcdV2Client:
@@ -77,8 +81,14 @@ class EtcdV2Client:
                     return getattr(client, method)(*args, **kwargs)
             except etcd.EtcdKeyNotFound as exc:
                 raise Missing(str(exc)) from None
+            except etcd.EtcdWatchTimedOut:
+                return None  # a wait that saw no change (an answer, not a failure)
+            except etcd.EtcdEventIndexCleared as exc:
+                raise Missing(f"etcd no longer has that history ({exc}): read again") from None
             except etcd.EtcdInsufficientPermissions as exc:
                 raise Refused(f"{self.describe()}: {exc}") from None
+            except etcd.EtcdCompareFailed as exc:
+                raise CompareFailed(str(exc)) from None
             except (etcd.EtcdConnectionFailed, urllib3.exceptions.HTTPError, OSError) as exc:
                 handshakes_refused += is_tls_refusal(exc)
                 errors.append(f"{self.describe()}: {exc}")
@@ -117,6 +127,17 @@ class EtcdV2Client:
     def remove_empty_dir(self, path: str) -> None:
         """Delete the directory if it is empty (etcd refuses otherwise, atomically: never a live record)."""
         self._call("delete", path, dir=True)
+
+    def read(self, path: str, **options: Any) -> Any:
+        """python-etcd's read (its EtcdResult), bounded and failed over like every call; None when a
+        ``wait=True`` read saw no change within its ``timeout``."""
+        return self._call("read", path, **options)
+
+    def write(self, key: str, value: str, **options: Any) -> Any:
+        return self._call("write", key, value, **options)
+
+    def delete(self, key: str, **options: Any) -> Any:
+        return self._call("delete", key, **options)
 
     def ping(self, path: str) -> None:
         # /version answers without credentials: a read under our namespace proves they are accepted.
@@ -191,6 +212,32 @@ class V2Backend:
                 pass  # not empty (or gone, or etcd away): nothing to tidy there now
             else:
                 log.info("removed the empty service directory %s/%s", services, name)
+
+    def read_prefix(self, prefix: str) -> Tuple[List[Entry], int]:
+        try:
+            node = self.client.read(prefix.rstrip("/"), recursive=True)
+        except Missing:
+            return [], self.client.read("/").etcd_index  # nothing there yet: changes from now on
+        entries = [Entry(leaf.key, leaf.value, leaf.modifiedIndex) for leaf in node.leaves if not leaf.dir]
+        return entries, node.etcd_index
+
+    def wait(self, prefix: str, after: int, timeout: float) -> Tuple[List[Entry], int]:
+        node = self.client.read(prefix.rstrip("/"), wait=True, waitIndex=after + 1, recursive=True, timeout=timeout)
+        if node is None:
+            return [], after
+        # A deleted or expired directory (a task's record) stands for every key under it.
+        removed = node.action in ("delete", "expire", "compareAndDelete")
+        return [Entry(node.key, None if removed else node.value, node.modifiedIndex)], node.modifiedIndex
+
+    def put(self, key: str, value: str, ttl: int) -> None:
+        self.client.write(key, value, ttl=ttl)
+
+    def delete(self, key: str, revision: int) -> bool:
+        try:
+            self.client.delete(key, prevIndex=revision)
+        except (Missing, CompareFailed):
+            return False
+        return True
 
     def describe(self) -> str:
         return self.client.describe()

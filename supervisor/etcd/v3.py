@@ -18,12 +18,12 @@ guarded.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from supervisor.config import EtcdSection
 from supervisor.etcd.errors import Missing, Unavailable
 from supervisor.etcd.gateway import Gateway, b64, range_end, unb64
-from supervisor.etcd.store import RequestSpan
+from supervisor.etcd.store import Entry, RequestSpan
 
 log = logging.getLogger("horizon-etcd")
 
@@ -132,6 +132,36 @@ class V3Backend:
 
     def tidy(self, namespace: str) -> None:
         """Nothing to tidy: a v3 record leaves no directory behind."""
+
+    def read_prefix(self, prefix: str) -> Tuple[List[Entry], int]:
+        answer = self.gateway.call("kv/range", {"key": b64(prefix), "range_end": range_end(prefix)})
+        entries = [Entry(unb64(kv["key"]), unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
+                   for kv in answer.get("kvs", [])]
+        return entries, int(answer["header"]["revision"])
+
+    def wait(self, prefix: str, after: int, timeout: float) -> Tuple[List[Entry], int]:
+        request = {"create_request": {"key": b64(prefix), "range_end": range_end(prefix),
+                                      "start_revision": str(after + 1)}}
+        answer = self.gateway.call("watch", request, watch_for=timeout)
+        if answer.get("canceled"):
+            compacted = int(answer.get("compact_revision", 0))
+            raise Missing(f"etcd compacted its history past revision {after} (to {compacted}): read again")
+        changes = [Entry(unb64(event["kv"]["key"]),
+                         None if event.get("type") == "DELETE" else unb64(event["kv"].get("value", "")),
+                         int(event["kv"].get("mod_revision", 0)))
+                   for event in answer.get("events", [])]
+        return changes, max([after, *(change.revision for change in changes)])
+
+    def put(self, key: str, value: str, ttl: int) -> None:
+        lease = self.gateway.call("lease/grant", {"TTL": str(ttl)})["ID"]
+        self.gateway.call("kv/put", {"key": b64(key), "value": b64(value), "lease": lease})
+
+    def delete(self, key: str, revision: int) -> bool:
+        answer = self.gateway.call("kv/txn", {
+            "compare": [compare_revision(key, revision)],
+            "success": [{"request_delete_range": {"key": b64(key)}}],
+        })
+        return bool(answer.get("succeeded"))
 
     def describe(self) -> str:
         return self.gateway.describe()
