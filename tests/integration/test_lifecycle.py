@@ -10,8 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
 import pytest
 
@@ -334,24 +333,13 @@ def test_etcd_keeps_the_20_busiest_processes_and_the_endpoint_lists_them_all(sup
     assert run.state() == "running"
 
 
-# -- v2 only: a supervisor on the shared etcd 3.4's v2 API, whatever --etcd-api chose -----------------
+# -- v2 only ----------------------------------------------------------------------------------------
 
-@pytest.fixture
-def v2_run(services: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Supervisor]:
-    """One Supervisor run on v2, made as conftest's ``supervised`` makes one (its output shown on failure,
-    its process group, containers and keys removed afterwards)."""
-    service = f"t{uuid.uuid4().hex[:10]}"
-    run = Supervisor(service, tmp_path / f"{service}.log", api="v2")
-    yield run
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed and run.proc:
-        print(f"--- supervisor output ({run.service}) ---\n{run.output()}")
-    run.cleanup()
-
-
-def test_on_v2_an_empty_service_directory_is_removed_never_a_live_record(v2_run):
+@pytest.mark.parametrize("etcd_api", ["v2"], indirect=True)
+def test_on_v2_an_empty_service_directory_is_removed_never_a_live_record(supervised):
     """etcd v2 keeps a directory whose last child expired: a publisher removes the service directories
     left empty under its namespace once it has written its record (best effort; an empty one only)."""
-    run = v2_run
+    run = supervised()
     etcd = run.etcd
     assert isinstance(etcd, EtcdV2)
     services = f"{NAMESPACE}/services"
