@@ -31,6 +31,8 @@ Kinds and who sends them:
               credentials, no such API) with what to change; sent when any of them changes.
 ``finished``  publisher -> parent. ``{"published": bool}``: the final record was written (or not).
 ``control``   parent -> container. ``{"action": "stop" | "pause" | "resume"}``: act on the task.
+              publisher -> parent. ``{"action", "id", "by"}``: a request from the fleet, read from the
+              task's control key in etcd (workers/control.py); the parent decides (a stop is its own).
 ``finish``    parent -> publisher. ``{}``: write the final record, then exit.
 
 A frame larger than ``MAX_FRAME_BYTES`` encoded, or anything that is not a map of this shape, raises

@@ -5,7 +5,7 @@ program (stop, finish, exit status) is the ``TaskFlow``'s, which every role repo
     role        worker module       frames it sends            its exit
     container   workers.container   info, status, metrics,     EXIT_DONE / EXIT_FATAL: the task's end is
                                     error                      recorded (or cannot be): finish
-    publisher   workers.publisher   etcd, finished             EXIT_DONE after ``finished``: done
+    publisher   workers.publisher   etcd, finished, control    EXIT_DONE after ``finished``: done
     endpoint    workers.endpoint    none                       any: restart it, until the end
 """
 
@@ -98,6 +98,8 @@ class PublisherRole(FlowRole):
     def on_frame(self, frame: Frame) -> None:
         if frame.kind == "etcd":
             self.flow.etcd_report(frame.task, frame.body)
+        elif frame.kind == "control":
+            self.flow.control(frame.task, frame.body)
         elif frame.kind == "finished":
             self.retired = True
             view = self.flow.view(frame.task)

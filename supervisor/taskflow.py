@@ -121,6 +121,20 @@ class TaskFlow:
         else:  # no container worker will run (etcd is required and has not answered): nothing to stop
             self.finish()
 
+    def control(self, key: TaskKey, request: Dict[str, Any]) -> None:
+        """A control request from the fleet (``horizon stop|pause|resume``, through etcd): a stop is the
+        same clean stop as SIGTERM; pause and resume go to the container worker, which owns the task."""
+        action, by = request.get("action"), request.get("by") or "someone"
+        if action == "stop":
+            self.stop(f"horizon stop from {by}")
+        elif action in ("pause", "resume") and self.ending.phase is Phase.RUNNING and self.container_role.wanted:
+            log.info("horizon %s from %s", action, by)
+            self.container_role.send("control", key, {"action": action})
+        elif action in ("pause", "resume"):
+            log.info("horizon %s from %s: ignored, the task is ending", action, by)
+        else:
+            log.error("bug: a control request with action %r", action)
+
     def problem(self, now: float) -> Optional[str]:
         """A live task whose latest sample is stale: sampling stopped, whatever the workers' heartbeats say."""
         interval = self.config.metrics.interval

@@ -29,6 +29,7 @@ from supervisor.etcd.store import Backend, connect
 from supervisor.frames import Frame, TaskKey
 from supervisor.link import EXIT_DONE, EXIT_ORPHANED, MAX_WAIT, WorkerStart
 from supervisor.state import Status
+from workers.control import ControlWatch, Request
 from workers.process import Worker, become_worker, drain
 
 log = logging.getLogger("publisher")
@@ -253,8 +254,12 @@ class TaskRecord:
 class PublisherWorker:
     """The publisher's loop: frames in, a publish of every record that is due, reports out."""
 
-    def __init__(self, records: Dict[TaskKey, TaskRecord], worker: Worker) -> None:
+    def __init__(self, records: Dict[TaskKey, TaskRecord], worker: Worker, backend: Backend,
+                 control: Optional[ControlWatch] = None) -> None:
         self.records = records
+        self.backend = backend
+        self.control = control
+        self.acted: Dict[TaskKey, str] = {}  # the id of the last request passed on, per task
         self.inbox = worker.inbox
         self.outbox = worker.outbox
         self.watch = worker.watch
@@ -276,6 +281,9 @@ class PublisherWorker:
                 self.receive(frame)
             if self.inbox.eof:
                 return EXIT_ORPHANED
+            if self.control is not None:
+                for request in self.control.take():
+                    self.pass_on(request)
             for key, record in self.records.items():
                 now = record.clock()
                 if now >= record.retry_at:
@@ -289,6 +297,18 @@ class PublisherWorker:
                 drain(self.outbox, self.pulse, 2.0)
                 return EXIT_DONE
             self.wait()
+
+    def pass_on(self, request: Request) -> None:
+        """A control request to the parent, once (by id), and out of etcd (guarded by its revision)."""
+        if request.id and self.acted.get(request.task) == request.id:
+            return
+        self.acted[request.task] = request.id
+        log.info("control request from %s: %s %s", request.by, request.action, request.task.path)
+        self.send("control", request.task, {"action": request.action, "id": request.id, "by": request.by})
+        try:
+            self.backend.delete(request.key, request.revision)
+        except Unavailable as exc:
+            log.debug("could not delete the control request %s now (%s); it expires by itself", request.key, exc)
 
     def send(self, kind: str, key: TaskKey, body: Dict[str, Any]) -> None:
         try:
@@ -307,7 +327,8 @@ class PublisherWorker:
                 due = now
             wake_at = min(wake_at, due)
         writers = [self.outbox.fd] if self.outbox.pending else []
-        _, writable, _ = select.select([self.inbox.fd], writers, [], max(0.0, wake_at - now))
+        readers = [self.inbox.fd] + ([self.control.fd] if self.control is not None else [])
+        _, writable, _ = select.select(readers, writers, [], max(0.0, wake_at - now))
         if writable:
             self.outbox.flush()
 
@@ -316,9 +337,11 @@ def run(start: WorkerStart, config: Config, endpoint: Dict[str, Any]) -> None:
     """Entry point of the publisher worker process."""
     worker = become_worker(start, period=MAX_WAIT)
     backend = connect(config.etcd, config.etcd_password, worker.pulse.busy)
+    # The watch has a backend of its own: it waits on etcd in its thread, never in the loop's requests.
+    control = ControlWatch(connect(config.etcd, config.etcd_password), config.etcd.namespace, [config.key])
     try:
         record = TaskRecord(config, backend, endpoint)
-        code = PublisherWorker({config.key: record}, worker).run()
+        code = PublisherWorker({config.key: record}, worker, backend, control.start()).run()
     finally:
         backend.close()
     sys.exit(code)
