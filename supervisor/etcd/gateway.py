@@ -103,9 +103,13 @@ class Gateway:
         ({} when none but the creation came)."""
         errors = []
         handshakes_refused = 0
+        first = self._current
         for _ in range(len(self._urls)):
             try:
-                return self._on_member(self._current, path, body, watch_for)
+                answer = self._on_member(self._current, path, body, watch_for)
+                if self._current != first:
+                    log.warning("etcd member %s does not answer; using %s", self._names[first], self.describe())
+                return answer
             except GatewayError as exc:
                 if exc.code in (PERMISSION_DENIED, UNAUTHENTICATED) or exc.status in (401, 403):
                     raise Refused(f"{self.describe()}: {exc.message}") from None

@@ -66,19 +66,26 @@ class EtcdV2Client:
             )
             self._clients.append(client)
 
-    def describe(self) -> str:
-        host, port = self._hosts[self._current]
+    def _name(self, member: int) -> str:
+        host, port = self._hosts[member]
         return f"{host}:{port}"
+
+    def describe(self) -> str:
+        return self._name(self._current)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run one request on the current member, moving on to the next ones while they fail."""
         errors = []
         handshakes_refused = 0
+        first = self._current
         for _ in range(len(self._clients)):
             client = self._clients[self._current]
             try:
                 with self._request_span(self._bound):
-                    return getattr(client, method)(*args, **kwargs)
+                    answer = getattr(client, method)(*args, **kwargs)
+                if self._current != first:
+                    log.warning("etcd member %s does not answer; using %s", self._name(first), self.describe())
+                return answer
             except etcd.EtcdKeyNotFound as exc:
                 raise Missing(str(exc)) from None
             except etcd.EtcdWatchTimedOut:

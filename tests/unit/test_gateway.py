@@ -99,12 +99,14 @@ def test_auth_not_enabled_means_no_token() -> None:
                                                     "10.0.0.1:2379 kv/range"]
 
 
-def test_a_member_that_cannot_serve_is_left_for_the_next_and_stays_left() -> None:
+def test_a_member_that_cannot_serve_is_left_for_the_next_and_stays_left(caplog) -> None:
     no_leader = {"code": 14, "message": "etcdserver: no leader"}
     gw, fake = gateway({"10.0.0.1": [(503, no_leader)], "10.0.0.2": [(200, {"a": 1}), (200, {"b": 2})]})
     assert gw.call("kv/range", {}) == {"a": 1}
     assert gw.describe() == "10.0.0.2:2379"
     assert gw.call("kv/range", {}) == {"b": 2}
+    # the failover is logged once, naming the member left and the one used
+    assert [r.getMessage() for r in caplog.records] == ["etcd member 10.0.0.1:2379 does not answer; using 10.0.0.2:2379"]
 
 
 def test_silence_everywhere_is_unavailable_naming_every_member() -> None:
