@@ -2,9 +2,10 @@
 
 A task's record is a directory with a TTL holding plain keys. etcd v2 quietly re-creates a deleted
 directory, without a TTL, around any key written into it, so keys are created only by ``write_all``,
-right after their directory gets its TTL, and are otherwise only updated (``prevExist``): an update
-that fails says the record is gone, where a plain write would leave a partial record that never
-expires.
+right after their directory gets its TTL, and every write is conditional on the key's last change
+(``prevIndex``, or ``prevExist=false`` for a new key): a write that fails says the record is gone or
+was changed, where a plain write would leave a partial record that never expires, or land late over
+newer data.
 
 python-etcd's own retries make one call to a frozen server last 4 x read_timeout, and its member
 failover breaks when the first member is down at start; so each member gets a client of its own with
@@ -15,7 +16,7 @@ the next member itself when one stops answering.
 from __future__ import annotations
 
 import logging
-from typing import Any, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import etcd
 import urllib3
@@ -94,7 +95,7 @@ class EtcdV2Client:
                 raise Missing(f"etcd no longer has that history ({exc}): read again") from None
             except etcd.EtcdInsufficientPermissions as exc:
                 raise Refused(f"{self.describe()}: {exc}") from None
-            except etcd.EtcdCompareFailed as exc:
+            except (etcd.EtcdCompareFailed, etcd.EtcdAlreadyExist) as exc:
                 raise CompareFailed(str(exc)) from None
             except (etcd.EtcdConnectionFailed, urllib3.exceptions.HTTPError, OSError) as exc:
                 handshakes_refused += is_tls_refusal(exc)
@@ -117,19 +118,22 @@ class EtcdV2Client:
         except Missing:
             self._call("write", path, None, dir=True, ttl=ttl, prevExist=False)
 
-    def put(self, key: str, value: str) -> None:
-        """Create or replace the key (silently creating missing parent directories, without a TTL)."""
-        self._call("write", key, value)
+    def put_guarded(self, key: str, value: str, index: Optional[int]) -> int:
+        """Write the key if its last change is still ``index`` (None: if it does not exist); its new
+        index. Missing when it changed or vanished (or appeared), so no write lands over one it did not expect."""
+        options: Dict[str, Any] = {"prevIndex": index} if index else {"prevExist": False}
+        try:
+            return int(self._call("write", key, value, **options).modifiedIndex)
+        except CompareFailed as exc:
+            raise Missing(f"{key} changed behind horizon's back ({exc})") from None
 
-    def update(self, key: str, value: str) -> None:
-        """Replace the key's value; Missing if it is not there, and never create anything."""
-        self._call("write", key, value, prevExist=True)
-
-    def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
-        """The directory's remaining TTL (None: it has none) and the names of its entries; Missing if absent."""
+    def listing(self, path: str) -> Tuple[Optional[int], Dict[str, int]]:
+        """The directory's remaining TTL (None: it has none) and its entries' names with their last
+        change's index; Missing if absent."""
         node = self._call("read", path)
         # An empty directory's ``leaves`` yields the directory itself.
-        return node.ttl, frozenset(leaf.key.rsplit("/", 1)[1] for leaf in node.leaves if leaf.key != node.key)
+        return node.ttl, {leaf.key.rsplit("/", 1)[1]: int(leaf.modifiedIndex) for leaf in node.leaves
+                          if leaf.key != node.key}
 
     def remove_empty_dir(self, path: str) -> None:
         """Delete the directory if it is empty (etcd refuses otherwise, atomically: never a live record)."""
@@ -159,27 +163,36 @@ class EtcdV2Client:
 
 
 class V2Record:
-    """A task's record as a directory with a TTL (see the module doc)."""
+    """A task's record as a directory with a TTL (see the module doc). Every key write is conditional
+    on the key's last change being the one horizon made (``prevIndex``), so a write that a frozen member
+    applies late fails harmlessly instead of landing over newer data, and a record changed behind our
+    back is noticed and written again whole."""
 
     def __init__(self, client: EtcdV2Client, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = 0  # the TTL the last write_all gave the directory, which keep_alive extends
+        self.indexes: Dict[str, int] = {}  # key name -> the index our last write gave it
 
     def write_all(self, values: Mapping[str, str], ttl: int) -> None:
-        """The directory with its TTL first, then every key, then a look that the directory still holds
-        them all with a TTL (it may have been deleted in between, and re-created bare by a write)."""
+        """The directory with its TTL first, then every key (guarded by the index it has now), then a
+        look that the directory still holds them all with a TTL (it may have been deleted in between,
+        and re-created bare by a write)."""
         self.ttl = ttl
+        self.indexes = {}
         self.client.put_dir(self.prefix, ttl)
+        _, current = self.client.listing(self.prefix)
         for name in sorted(values, key=RECORD_KEYS.index):
-            self.client.put(f"{self.prefix}/{name}", values[name])
+            self.indexes[name] = self.client.put_guarded(f"{self.prefix}/{name}", values[name], current.get(name))
         remaining, names = self.client.listing(self.prefix)
-        if remaining is None or not set(values) <= names:
+        if remaining is None or not set(values) <= set(names):
             raise Missing(f"{self.prefix} was deleted while it was being written")
 
     def write(self, values: Mapping[str, str]) -> None:
         for name in sorted(values, key=RECORD_KEYS.index):
-            self.client.update(f"{self.prefix}/{name}", values[name])
+            if name not in self.indexes:
+                raise Missing(f"{self.prefix}/{name} was never written whole")
+            self.indexes[name] = self.client.put_guarded(f"{self.prefix}/{name}", values[name], self.indexes[name])
 
     def keep_alive(self) -> None:
         # A refresh extends the TTL without waking watchers of the directory's keys.
@@ -204,14 +217,19 @@ class V2Backend:
         # Under the namespace, not the namespace itself: a role granted "/horizon/*" cannot read "/horizon".
         self.client.ping(services_prefix(namespace))
 
-    def tidy(self, namespace: str) -> None:
+    def tidy(self, namespace: str, dry_run: bool = False) -> List[str]:
         """Remove the service directories that expired records left empty (etcd v2 keeps a directory
-        whose last child expired). Best effort: etcd deletes only an empty one, atomically."""
+        whose last child expired); the ones removed (``dry_run``: the empty ones, left in place). Best
+        effort: etcd deletes only an empty one, atomically."""
         services = services_prefix(namespace)
         try:
+            if dry_run:  # an empty directory is a leaf of the tree, with no value
+                tree = self.client.read(services, recursive=True)
+                return sorted(node.key for node in tree.leaves if node.dir and node.key.rsplit("/", 1)[0] == services)
             _, names = self.client.listing(services)
         except (Missing, Unavailable):
-            return
+            return []
+        removed = []
         for name in names:
             try:
                 self.client.remove_empty_dir(f"{services}/{name}")
@@ -219,13 +237,23 @@ class V2Backend:
                 pass  # not empty (or gone, or etcd away): nothing to tidy there now
             else:
                 log.info("removed the empty service directory %s/%s", services, name)
+                removed.append(f"{services}/{name}")
+        return sorted(removed)
 
     def read_prefix(self, prefix: str) -> Tuple[List[Entry], int]:
         try:
             node = self.client.read(prefix.rstrip("/"), recursive=True)
         except Missing:
             return [], self.client.read("/").etcd_index  # nothing there yet: changes from now on
-        entries = [Entry(leaf.key, leaf.value, leaf.modifiedIndex) for leaf in node.leaves if not leaf.dir]
+        nodes = list(node.get_subtree())
+        with_ttl = {n.key for n in nodes if n.ttl is not None}
+
+        def expires(key: str) -> bool:  # the key, or a directory above it within the read, has a TTL
+            while key not in with_ttl and key != node.key and "/" in key:
+                key = key.rsplit("/", 1)[0]
+            return key in with_ttl
+
+        entries = [Entry(n.key, n.value, n.modifiedIndex, expires(n.key)) for n in nodes if not n.dir]
         return entries, node.etcd_index
 
     def wait(self, prefix: str, after: int, timeout: float) -> Tuple[List[Entry], int]:
@@ -244,6 +272,16 @@ class V2Backend:
             self.client.delete(key, prevIndex=revision)
         except (Missing, CompareFailed):
             return False
+        return True
+
+    def remove(self, prefix: str, key: str, revision: int) -> bool:
+        # The guard first (a compare-and-delete of ``key``), then the directory: v2 cannot do both at once.
+        if not self.delete(key, revision):
+            return False
+        try:
+            self.client.delete(prefix, recursive=True, dir=True)
+        except Missing:
+            pass  # gone meanwhile (expired)
         return True
 
     def describe(self) -> str:

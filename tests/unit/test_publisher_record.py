@@ -1,12 +1,13 @@
 """The publisher keeps the whole record in etcd: a record deleted or expired behind its back comes back
 complete and with its TTL, never as a partial directory that lives forever; an outage is summarised
-as ``last_gap``. The fake registry mimics etcd v2 where it matters: writing a key silently creates
-its missing directory without a TTL, and refreshing a TTL-less directory succeeds."""
+as ``last_gap``. The fake mimics etcd v2 where it matters: writing a key silently creates its missing
+directory without a TTL, refreshing a TTL-less directory succeeds, and a conditional write fails when
+the key's index is not the one expected."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -26,6 +27,8 @@ class FakeEtcd:
         self.now = 0.0
         self.dirs: Dict[str, Optional[float]] = {}  # path -> expiry (None: no TTL)
         self.keys: Dict[str, str] = {}
+        self.indexes: Dict[str, int] = {}  # key -> its last change's index
+        self.index = 0
         self.down = False
         self.refusing = False  # answers, but not to our credentials
         self.seen: List[Dict[str, Any]] = []  # the record after every write, as a reader could see it
@@ -40,6 +43,7 @@ class FakeEtcd:
         self.dirs.pop(path, None)
         for key in [k for k in self.keys if k.startswith(path + "/")]:
             del self.keys[key]
+            del self.indexes[key]
 
     def _check(self) -> None:
         if self.down:
@@ -54,29 +58,29 @@ class FakeEtcd:
             raise Missing(path)
         self.dirs[path] = self.now + ttl
 
-    def put(self, key: str, value: str) -> None:
+    def put_guarded(self, key: str, value: str, index: Optional[int]) -> int:
+        """etcd v2's conditional write (prevIndex, or prevExist=false for a new key): an implicit
+        directory without a TTL is created around a new key, as etcd does."""
         self._check()
-        self.dirs.setdefault(key.rsplit("/", 1)[0], None)  # etcd v2: an implicit directory, no TTL
+        if index is None and key in self.keys or index is not None and self.indexes.get(key) != index:
+            raise Missing(f"{key} changed")
+        self.dirs.setdefault(key.rsplit("/", 1)[0], None)
         self.keys[key] = value
+        self.index += 1
+        self.indexes[key] = self.index
         self.seen.append(self.record())
         if self.delete_after_puts is not None:
             self.delete_after_puts -= 1
             if self.delete_after_puts == 0:
                 self.delete(PREFIX)
+        return self.index
 
-    def update(self, key: str, value: str) -> None:
-        self._check()
-        if key not in self.keys:
-            raise Missing(key)
-        self.keys[key] = value
-        self.seen.append(self.record())
-
-    def listing(self, path: str) -> Tuple[Optional[int], FrozenSet[str]]:
+    def listing(self, path: str) -> Tuple[Optional[int], Dict[str, int]]:
         self._check()
         if path not in self.dirs:
             raise Missing(path)
         expiry = self.dirs[path]
-        names = frozenset(k.rsplit("/", 1)[1] for k in self.keys if k.startswith(path + "/"))
+        names = {k.rsplit("/", 1)[1]: self.indexes[k] for k in self.keys if k.startswith(path + "/")}
         return (None if expiry is None else int(expiry - self.now)), names
 
     def ping(self, path: str) -> None:
