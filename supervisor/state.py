@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, FrozenSet, Mapping, Optional
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence
 
 log = logging.getLogger("state")
 
@@ -82,6 +82,7 @@ class Status:
     finished_at: Optional[str] = None
     restarts: int = 0
     restart_in_s: Optional[float] = None  # only while restarting
+    last_logs: List[str] = field(default_factory=list)  # the container's last lines, once the task ended
 
     @property
     def running(self) -> bool:
@@ -95,6 +96,7 @@ class Status:
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> "Status":
         """Read a status document back; unknown keys (a newer writer's) are ignored."""
+        lines = document.get("last_logs")
         return cls(
             state=TaskState(document["state"]),
             updated_at=str(document.get("updated_at") or ""),
@@ -105,6 +107,7 @@ class Status:
             finished_at=document.get("finished_at"),
             restarts=int(document.get("restarts") or 0),
             restart_in_s=document.get("restart_in_s"),
+            last_logs=[str(line) for line in lines] if isinstance(lines, list) else [],
         )
 
 
@@ -136,12 +139,15 @@ class TaskMachine:
         self.state = to
         return True
 
-    def status(self, ended: Optional[Ended] = None, restart_in_s: Optional[float] = None) -> Status:
-        """The document of the current state; ``ended`` carries the run's end for final and restarting."""
+    def status(self, ended: Optional[Ended] = None, restart_in_s: Optional[float] = None,
+               last_logs: Sequence[str] = ()) -> Status:
+        """The document of the current state; ``ended`` carries the run's end for final and restarting,
+        ``last_logs`` the container's last lines, kept in a final document only (``[]`` while it lives)."""
         if ended is None:
             return Status(state=self.state, updated_at=utc_now(), started_at=self.started_at, restarts=self.restarts)
         return Status(
             state=self.state, updated_at=utc_now(), exit_code=ended.exit_code, reason=ended.reason,
             oom_killed=ended.oom_killed, started_at=ended.started_at or self.started_at,
             finished_at=ended.finished_at or utc_now(), restarts=self.restarts, restart_in_s=restart_in_s,
+            last_logs=list(last_logs) if self.state.final else [],
         )

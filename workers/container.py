@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import docker
 import docker.errors
@@ -42,6 +42,7 @@ from supervisor.restarts import Policy, Restarts, State as RestartState
 from supervisor.shm import SharedMemory, TaskSlots
 from supervisor.channel import Outbox
 from supervisor.state import Ended, Status, TaskMachine, TaskState, utc_now
+from workers.loglines import LAST_LOGS, last_lines
 from workers.process import Worker, become_worker, drain
 from workers.sampler import DETAIL_PERIOD, Sampler
 from workers.seqfile import SeqFile
@@ -52,6 +53,7 @@ LABEL_SERVICE = "horizon.service"
 LABEL_TASK = "horizon.task"
 ENGINE_TIMEOUT = 30  # seconds one engine call may take (the SDK's socket timeout)
 ENGINE_OUTAGE_LIMIT = 60.0  # seconds without the engine before the task is declared failed
+LAST_LOGS_TIMEOUT = 5  # seconds to read the ended container's last lines: they must not hold its end back
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 LIVE = frozenset({"running", "paused", "restarting"})
 
@@ -166,6 +168,7 @@ class ContainerWorker:
         self.start_error: Optional[str] = None
         self.engine_retry_at = 0.0
         self.outage_seen = False  # the engine went away while this run of the container was watched
+        self.engine_lost = False  # the container or the engine vanished: there are no last lines to read
         task = config.task
         self.restarts = Restarts(Policy(
             max_tries=task.max_restarts, first_delay=task.restart_delay, max_delay=60.0, stable_after=task.restart_reset,
@@ -177,10 +180,11 @@ class ContainerWorker:
 
     # -- talking to the parent ----------------------------------------------------------------
 
-    def move(self, to: TaskState, ended: Optional[Ended] = None, restart_in_s: Optional[float] = None) -> None:
+    def move(self, to: TaskState, ended: Optional[Ended] = None, restart_in_s: Optional[float] = None,
+             last_logs: Sequence[str] = ()) -> None:
         """Move the task's state and publish it; an illegal move is refused and logged by the machine."""
         if self.machine.move(to):
-            self.output.status(self.machine.status(ended, restart_in_s))
+            self.output.status(self.machine.status(ended, restart_in_s, last_logs))
 
     def read_control(self) -> None:
         for frame in self.inbox.read():
@@ -515,6 +519,7 @@ class ContainerWorker:
 
     def vanished(self, reason: str) -> Ended:
         log.error("%s", reason)
+        self.engine_lost = True
         return Ended(state=TaskState.FAILED, exit_code=None, reason=reason, started_at=self.machine.started_at,
                      finished_at=utc_now())
 
@@ -562,13 +567,30 @@ class ContainerWorker:
             log.error("the Docker engine failed to stop the container: %s", exc)
 
     def finish(self, container: Container, ended: Ended) -> int:
-        self.move(ended.state, ended)
+        self.move(ended.state, ended, last_logs=self.last_logs(container))
         self.output.seq_file.remove()
         log.info("task %s: %s (exit code %s)", ended.state.value, ended.reason, ended.exit_code)
         if self.config.task.remove:
             self.remove(container)
         drain(self.outbox, self.pulse, 5.0)
         return EXIT_DONE
+
+    def last_logs(self, container: Container) -> List[str]:
+        """The ended container's last lines, for its final record (best effort, and quick: [] when the
+        engine cannot tell them within LAST_LOGS_TIMEOUT)."""
+        if self.engine_lost or container.client is None:
+            return []
+        api = container.client.api
+        timeout, api.timeout = api.timeout, LAST_LOGS_TIMEOUT  # the SDK takes no timeout per call
+        try:
+            with self.pulse.busy(LAST_LOGS_TIMEOUT):
+                output = container.logs(stdout=True, stderr=True, tail=LAST_LOGS)
+        except ENGINE_ERRORS as exc:
+            log.warning("cannot read the container's last lines: %s", exc)
+            return []
+        finally:
+            api.timeout = timeout
+        return last_lines(output)
 
     def remove(self, container: Container) -> None:
         """Remove an ended container (``remove = true``); one already gone is fine."""

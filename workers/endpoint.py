@@ -1,14 +1,20 @@
 """The endpoint worker: the task's HTTP face, served by Tornado from shared memory.
 
-It never talks to etcd or Docker and never waits on a queue: every answer comes from the latest
-documents in shared memory, re-encoded to JSON only when their sequence number moved. Its listening
-sockets were bound by the parent, so a restarted endpoint serves on the same port. Only GET (and HEAD)
-exist, and none of them changes anything.
+It never talks to etcd and never waits on a queue: every document comes from the latest ones in shared
+memory, re-encoded to JSON only when their sequence number moved. Its listening sockets were bound by
+the parent, so a restarted endpoint serves on the same port. Only GET (and HEAD) exist, and none of
+them changes anything.
 
     GET /metrics  the latest sample                      (503 before the first one)
     GET /status   {"state","running","exit_code","started_at","uptime_s", ...}
     GET /info     {"info": {...}, "endpoint": {...}}
     GET /health   200 while the task runs and its sample is fresh, else 503 with the reason
+    GET /logs     ?tail=N (default 100, at most 10000) the container's last N lines, text/plain;
+                  &follow=1 then its new lines, chunked, until it stops or the client goes away
+
+``/logs`` alone asks the Docker engine, over its HTTP API and asynchronously (``workers.engine_api``),
+so the event loop never waits on the engine; a client that goes away stops the engine's stream at
+once, and at most ``MAX_FOLLOWS`` follow (``MAX_LOG_READERS`` read) at a time: beyond, 503.
 
 Every answer the handlers give is JSON, errors as ``{"error", "status"}``: 404 for another path, 405
 (with Allow) for another method, 431 for headers over ``MAX_HEADER_BYTES``. Two cases never reach a
@@ -28,17 +34,21 @@ from http.client import responses
 import socket
 import time
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Dict, List, Optional, Tuple
 
 import tornado.httpserver
 import tornado.httputil
 import tornado.ioloop
 import tornado.web
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError
 
 from supervisor.frames import TaskKey
 from supervisor.link import WorkerStart
 from supervisor.shm import SharedMemory, Slot, TaskSlots
 from supervisor.state import Status, TaskState, fresh_within
+from workers.engine_api import Call, Engine, EngineError
+from workers.loglines import BadQuery, Demux, parse_follow, parse_tail
 from workers.process import become_worker
 
 log = logging.getLogger("endpoint")
@@ -51,6 +61,10 @@ SERVER_OPTIONS: Dict[str, Any] = {
 }
 BEAT_MS = 500  # the event loop's heartbeat, and a look at the parent: the only wake-up while idle
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}  # every answer's, no Server
+TEXT_TYPE = "text/plain; charset=utf-8"  # a /logs answer's (the bytes are the container's own)
+MAX_FOLLOWS = 4  # GET /logs?follow=1 at once; more are answered 503
+MAX_LOG_READERS = 8  # GET /logs at once, follows included
+TAIL_TIMEOUT = 60.0  # seconds a /logs answer without follow may take (a client that never reads)
 
 
 def header_bytes(uri: Optional[str], headers: tornado.httputil.HTTPHeaders) -> int:
@@ -117,8 +131,13 @@ class JsonHandler(tornado.web.RequestHandler):
             self.set_header("Allow", "GET, HEAD")
         self.finish(to_json({"error": self._reason, "status": status_code}))
 
-    def head(self, *args: Any) -> None:
-        self.get(*args)
+    def head(self, *args: Any) -> Optional[Awaitable[None]]:
+        return self.get(*args)
+
+    def refuse(self, status: int, message: str) -> None:
+        """An error answer from a handler that goes on: the JSON ``{"error","status"}`` every error is."""
+        self.set_status(status)
+        self.finish(to_json({"error": message, "status": status}))
 
     def status_document(self) -> Dict[str, Any]:
         document = self.documents.get("status")[0]
@@ -175,19 +194,133 @@ class HealthHandler(JsonHandler):
         self.send(to_json(body), 200 if healthy else 503)
 
 
+class LogReaders:
+    """The Docker engine, as the endpoint asks it, and who reads logs from it now."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.follows = 0
+        self.readers = 0
+
+    def admit(self, follow: bool) -> Optional[str]:
+        """Take a reader's place; the reason when there is none (503)."""
+        if follow and self.follows >= MAX_FOLLOWS:
+            return f"{MAX_FOLLOWS} clients follow the logs already; try again later"
+        if self.readers >= MAX_LOG_READERS:
+            return f"{MAX_LOG_READERS} clients read the logs already; try again later"
+        self.readers += 1
+        self.follows += follow
+        return None
+
+    def leave(self, follow: bool) -> None:
+        self.readers -= 1
+        self.follows -= follow
+
+
+class LogsHandler(JsonHandler):
+    """GET /logs: the container's output as Docker keeps it, passed on as it comes from the engine."""
+
+    def initialize(self, documents: Documents, endpoint: Dict[str, Any], interval: float,  # type: ignore[override]
+                   logs: LogReaders) -> None:
+        super().initialize(documents, endpoint, interval)
+        self.logs = logs
+        self.call: Optional[Call] = None
+        self.demux: Optional[Demux] = None
+        self.sent = False  # a piece of the answer went out
+        self.gone = False  # the client went away
+
+    async def get(self) -> None:
+        try:
+            tail = parse_tail(self.get_query_argument("tail", None))
+            follow = parse_follow(self.get_query_argument("follow", None))
+        except BadQuery as exc:
+            return self.refuse(400, str(exc))
+        refusal = self.logs.admit(follow)
+        if refusal is not None:
+            self.set_header("Retry-After", "1")
+            return self.refuse(503, refusal)
+        try:
+            await self.send_logs(tail, follow)
+        finally:
+            self.logs.leave(follow)
+
+    async def send_logs(self, tail: int, follow: bool) -> None:
+        info = self.documents.get("info")[0]
+        container = str(info.get("container_id") or "") if info else ""
+        if not container:
+            return self.refuse(404, "the task has no container yet")
+        try:
+            attrs = await self.logs.engine.inspect(container)
+            if self.gone:
+                return
+            if not attrs.get("Config", {}).get("Tty"):
+                self.demux = Demux()  # a container without a TTY: Docker multiplexes stdout and stderr
+            if self.request.method == "HEAD":
+                self.set_header("Content-Type", TEXT_TYPE)
+                self.finish()
+                return
+            self.call = self.logs.engine.logs(container, tail, follow, self.forward, None if follow else TAIL_TIMEOUT)
+            await self.call.run()
+        except EngineError as exc:
+            return self.engine_refused(container, exc)
+        if not self.gone:
+            self.set_header("Content-Type", TEXT_TYPE)
+            self.finish()
+
+    def engine_refused(self, container: str, exc: EngineError) -> None:
+        if self.gone:
+            return
+        if self.sent:  # the answer is under way: cut it short, so the client sees it incomplete
+            log.warning("reading the container's logs failed midway: %s", exc)
+            connection = self.request.connection
+            if isinstance(connection, HTTP1Connection):
+                connection.close()
+            return
+        if exc.status == 404:
+            self.refuse(404, f"the task's container {container[:12]} is gone")
+        else:
+            self.refuse(503 if exc.status is None else 502, str(exc))
+
+    def forward(self, data: bytes) -> Optional[Awaitable[None]]:
+        """A piece of the engine's stream, passed on to the client; the engine is read on once it is."""
+        if self.demux is not None:
+            data = self.demux.feed(data)
+        if not data or self.gone:
+            return None
+        if not self.sent:
+            self.set_header("Content-Type", TEXT_TYPE)
+            self.sent = True
+        self.write(data)
+        return self.flushed()
+
+    async def flushed(self) -> None:
+        try:
+            await self.flush()
+        except StreamClosedError:
+            self.on_connection_close()
+
+    def on_connection_close(self) -> None:
+        self.gone = True
+        if self.call is not None:
+            self.call.cancel()  # stop reading the engine at once
+
+
 class NotFoundHandler(JsonHandler):
     def prepare(self) -> None:
         super().prepare()
         raise tornado.web.HTTPError(404)
 
 
-def make_app(slots: TaskSlots, endpoint: Dict[str, Any], interval: float) -> tornado.web.Application:
+def make_app(slots: TaskSlots, endpoint: Dict[str, Any], interval: float,
+             engine: Optional[Engine] = None) -> tornado.web.Application:
+    """The endpoint's routes; ``engine`` (for /logs) is the one DOCKER_HOST names unless given."""
     shared = {"documents": Documents(slots), "endpoint": endpoint, "interval": interval}
     routes = [
         (r"/metrics", MetricsHandler, shared),
         (r"/status", StatusHandler, shared),
         (r"/info", InfoHandler, shared),
         (r"/health", HealthHandler, shared),
+        (r"/logs", LogsHandler, dict(shared, logs=LogReaders(engine or Engine()))),
     ]
     return tornado.web.Application(
         routes, default_handler_class=NotFoundHandler, default_handler_args=shared, compress_response=False,
