@@ -25,11 +25,13 @@ def no_span(bound: float) -> ContextManager[None]:
 @dataclass(frozen=True)
 class Entry:
     """A key as read, or a change as watched: ``value`` None for a key deleted or expired. ``revision``
-    is the key's last change (v3 mod revision, v2 modifiedIndex)."""
+    is the key's last change (v3 mod revision, v2 modifiedIndex). ``expires`` (as read): False for a key
+    that nothing will ever remove by itself (v3: bound to no lease; v2: no TTL on it or a directory above)."""
 
     key: str
     value: Optional[str]
     revision: int
+    expires: bool = True
 
 
 class RecordStore(Protocol):
@@ -52,9 +54,10 @@ class Backend(Protocol):
     def ping(self, namespace: str) -> None:
         """Raise Unavailable (or Refused) unless a member answers and lets us read under ``namespace``."""
 
-    def tidy(self, namespace: str) -> None:
+    def tidy(self, namespace: str, dry_run: bool = False) -> List[str]:
         """Remove what expired records leave behind under ``namespace`` (v2: empty service
-        directories; v3 leaves nothing). Best effort: never raises, never touches a live record."""
+        directories; v3 leaves nothing), and say what was removed (``dry_run``: what would be, left in
+        place). Best effort: never raises, never touches a live record."""
 
     def read_prefix(self, prefix: str) -> Tuple[List[Entry], int]:
         """Every key under ``prefix`` (which ends with "/") in one request, and the revision (v2: index)
@@ -70,6 +73,11 @@ class Backend(Protocol):
 
     def delete(self, key: str, revision: int) -> bool:
         """Delete ``key`` if its last change is still ``revision``; False if it changed or is gone."""
+
+    def remove(self, prefix: str, key: str, revision: int) -> bool:
+        """Delete the record under ``prefix`` (every key below it; v2: its directory) if ``key``'s last
+        change is still ``revision``; False if it changed or is gone. For clients that clean up
+        (``horizon prune``): the publisher never removes a record."""
 
     def describe(self) -> str:
         """The member in use, host:port."""

@@ -130,12 +130,13 @@ class V3Backend:
         self.gateway.call("kv/range", {"key": b64(prefix), "range_end": range_end(prefix), "limit": "1",
                                        "keys_only": True})
 
-    def tidy(self, namespace: str) -> None:
+    def tidy(self, namespace: str, dry_run: bool = False) -> List[str]:
         """Nothing to tidy: a v3 record leaves no directory behind."""
+        return []
 
     def read_prefix(self, prefix: str) -> Tuple[List[Entry], int]:
         answer = self.gateway.call("kv/range", {"key": b64(prefix), "range_end": range_end(prefix)})
-        entries = [Entry(unb64(kv["key"]), unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
+        entries = [Entry(unb64(kv["key"]), unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)), "lease" in kv)
                    for kv in answer.get("kvs", [])]
         return entries, int(answer["header"]["revision"])
 
@@ -157,10 +158,15 @@ class V3Backend:
         self.gateway.call("kv/put", {"key": b64(key), "value": b64(value), "lease": lease})
 
     def delete(self, key: str, revision: int) -> bool:
-        answer = self.gateway.call("kv/txn", {
-            "compare": [compare_revision(key, revision)],
-            "success": [{"request_delete_range": {"key": b64(key)}}],
-        })
+        return self._delete_if(key, revision, {"key": b64(key)})
+
+    def remove(self, prefix: str, key: str, revision: int) -> bool:
+        return self._delete_if(key, revision, {"key": b64(prefix + "/"), "range_end": range_end(prefix + "/")})
+
+    def _delete_if(self, key: str, revision: int, what: Dict[str, Any]) -> bool:
+        """Delete the range ``what`` if ``key``'s last change is still ``revision``, in one transaction."""
+        answer = self.gateway.call("kv/txn", {"compare": [compare_revision(key, revision)],
+                                              "success": [{"request_delete_range": what}]})
         return bool(answer.get("succeeded"))
 
     def describe(self) -> str:
