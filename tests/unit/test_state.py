@@ -1,14 +1,18 @@
 """The task state machine: every allowed transition is applied, every other one is refused and logged
-as a bug; the status document round-trips; the ending decides one exit status."""
+as a bug; the status document round-trips (the final one with the container's last lines); the ending
+decides one exit status."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 
 import pytest
 
+from supervisor import frames
 from supervisor.ending import Ending, Phase
+from supervisor.frames import TaskKey
 from supervisor.state import FINAL_STATES, TRANSITIONS, Ended, Status, TaskMachine, TaskState
 
 PAIRS = list(itertools.product(TaskState, TaskState))
@@ -70,6 +74,28 @@ def test_an_ended_run_gives_the_final_document() -> None:
     status = machine.status(ended, restart_in_s=1.5)
     assert (status.state, status.exit_code, status.reason, status.restart_in_s) == (TaskState.RESTARTING, 7, "exited with code 7", 1.5)
     assert status.finished_at is not None and status.started_at == "2026-11-30T06:00:00.000Z"
+
+
+def test_a_status_document_with_last_lines_round_trips() -> None:
+    status = Status(TaskState.FAILED, updated_at="2026-11-30T06:00:00.000Z", exit_code=3, reason="exited with code 3",
+                    last_logs=["line 1", "oops é"])
+    document = status.to_dict()
+    assert document["last_logs"] == ["line 1", "oops é"]
+    assert Status.from_dict(json.loads(json.dumps(document))) == status  # as the publisher writes it, and back
+    assert Status.from_dict(frames.decode(frames.encode("status", TaskKey("web", "t1"), document)).body) == status
+    assert Status.from_dict({"state": "exited"}).last_logs == []  # an older writer's document
+    assert Status.from_dict({"state": "exited", "last_logs": "not a list"}).last_logs == []
+    assert "last_logs" in Status(TaskState.RUNNING, updated_at="").to_dict()  # every key always there
+
+
+def test_a_live_status_never_carries_lines() -> None:
+    machine = TaskMachine()
+    machine.move(TaskState.RUNNING)
+    machine.move(TaskState.RESTARTING)
+    ended = Ended(TaskState.FAILED, 1, "exited with code 1")
+    assert machine.status(ended, restart_in_s=1.0, last_logs=["x"]).last_logs == []
+    machine.move(TaskState.FAILED)
+    assert machine.status(ended, last_logs=["x"]).last_logs == ["x"]
 
 
 @pytest.mark.parametrize(
