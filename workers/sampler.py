@@ -61,6 +61,7 @@ def container_figures(
         cpu = cpu_percent(previous.cpu_ns / 1e9, counters.cpu_ns / 1e9, now - previous.at)
     return {
         "cpu_percent": cpu,
+        "cpu_seconds": round(counters.cpu_ns / 1e9, 6),  # cumulative: Prometheus' counter
         "memory_bytes": counters.memory_bytes,
         "memory_limit_bytes": counters.memory_limit_bytes or host_memory(),
         "pids": counters.pids if counters.pids is not None else len(counters.procs),
@@ -155,6 +156,7 @@ class Sampler:
                 "ctx_switches_voluntary": figures.ctx_switches_voluntary,
                 "ctx_switches_involuntary": figures.ctx_switches_involuntary,
                 "cpu_percent": cpu_percent(before, figures.cpu_seconds, elapsed) if before is not None else 0.0,
+                "cpu_seconds": round(figures.cpu_seconds, 3),
             })
             used[pid] = figures.cpu_seconds
         return busiest(rows), used
