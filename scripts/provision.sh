@@ -38,6 +38,7 @@ have etcdctl || pkgs+=(etcd-client)
 # the image needs a *static* busybox; the dynamic 'busybox' package won't do
 pkg_installed busybox-static || pkgs+=(busybox-static)
 have wrk || pkgs+=(wrk)
+have promtool || pkgs+=(prometheus)  # promtool checks the exposition; Prometheus scrapes in tests
 have curl || pkgs+=(curl)
 have openssl || pkgs+=(openssl)  # the etcd TLS tests make their own CA
 have python3 || pkgs+=(python3 python3-venv)
