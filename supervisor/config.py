@@ -296,6 +296,7 @@ class EtcdSection:
 class MetricsSection:
     interval: float = option(number(0.05), "1.0", doc="seconds between samples")
     publish_every: int = option(integer(1, 3600), "5", doc="write metrics to etcd every N samples")
+    history: int = option(integer(0, 100000), "600", doc="samples kept for /metrics/history and the page (0: none)")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ pages go away with the last process, even after SIGKILL (a named ``multiprocessi
 segment would outlive a killed parent and needs a resource-tracker process besides).
 
 Layout: one page of heartbeats (a monotonic deadline per worker role, 8 bytes each), then for every task
-its ``metrics``, ``status`` and ``info`` slots. Each slot is a seqlock with a checksum::
+its ``metrics``, ``status`` and ``info`` slots and its history: a ring of ``history`` small slots, one per
+sample (``seq % history``), each holding that sample's container figures (what a chart draws), so the
+last samples survive an endpoint restart and cost a bounded 280 bytes each. Each slot is a seqlock with
+a checksum::
 
     [seq: u64][length: u32][crc32: u32][written_at: f64][payload: capacity bytes]
 
@@ -24,7 +27,9 @@ import mmap
 import struct
 import time
 import zlib
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import msgpack
 
 from supervisor import frames
 from supervisor.frames import TaskKey
@@ -37,6 +42,10 @@ _READ_ATTEMPTS = 100
 HEARTBEAT_PAGE = 4096
 
 SLOT_CAPACITY = {"metrics": frames.MAX_FRAME_BYTES, "status": 64 * 1024, "info": 64 * 1024}
+# A history entry: the sample's number and time, then the container figures, in this order.
+HISTORY_FIELDS = ("cpu_percent", "cpu_seconds", "memory_bytes", "memory_limit_bytes", "pids", "net_rx_bytes",
+                  "net_tx_bytes", "blkio_read_bytes", "blkio_write_bytes")
+HISTORY_ENTRY = 256
 
 
 class Slot:
@@ -91,12 +100,38 @@ class Slot:
         return data
 
 
-class TaskSlots:
-    """One task's latest documents: ``metrics``, ``status`` and ``info``."""
+class History:
+    """The last samples of one task, a ring of slots: one writer (the container worker), any readers."""
 
-    def __init__(self, key: TaskKey, slots: Dict[str, Slot]) -> None:
+    def __init__(self, slots: List[Slot]) -> None:
+        self.slots = slots
+
+    def append(self, seq: int, timestamp: float, container: Mapping[str, Any]) -> None:
+        if self.slots:
+            entry = [seq, timestamp, *(container.get(name) for name in HISTORY_FIELDS)]
+            self.slots[seq % len(self.slots)].write(msgpack.packb(entry))
+
+    def since(self, after: int) -> List[Dict[str, Any]]:
+        """The samples kept whose seq is above ``after``, oldest first."""
+        found = []
+        for slot in self.slots:
+            data = slot.read()[1]
+            if data is None:
+                continue
+            seq, timestamp, *figures = msgpack.unpackb(data)
+            if seq > after:
+                found.append({"seq": seq, "timestamp": timestamp, **dict(zip(HISTORY_FIELDS, figures))})
+        found.sort(key=lambda sample: sample["seq"])
+        return found
+
+
+class TaskSlots:
+    """One task's latest documents (``metrics``, ``status`` and ``info``) and its history."""
+
+    def __init__(self, key: TaskKey, slots: Dict[str, Slot], history: History) -> None:
         self.key = key
         self.slots = slots
+        self.history = history
 
     @property
     def metrics(self) -> Slot:
@@ -131,11 +166,13 @@ class Heartbeat:
 class SharedMemory:
     """The heartbeats of the worker roles and the slots of every task, in one anonymous mapping."""
 
-    def __init__(self, roles: Iterable[str], tasks: Iterable[TaskKey]) -> None:
+    def __init__(self, roles: Iterable[str], tasks: Iterable[TaskKey], history: int = 0) -> None:
+        """``history``: how many samples each task's ring keeps (0: none)."""
         roles, tasks = list(roles), list(tasks)
         if len(roles) * _STAMP.size > HEARTBEAT_PAGE:
             raise ValueError(f"{len(roles)} heartbeats do not fit in one page")
-        per_task = sum(_HEADER.size + capacity for capacity in SLOT_CAPACITY.values())
+        entry = _HEADER.size + HISTORY_ENTRY
+        per_task = sum(_HEADER.size + capacity for capacity in SLOT_CAPACITY.values()) + history * entry
         self._map = mmap.mmap(-1, HEARTBEAT_PAGE + per_task * len(tasks), flags=mmap.MAP_SHARED)
         view = memoryview(self._map)
         self.heartbeats = {
@@ -149,4 +186,6 @@ class SharedMemory:
                 size = _HEADER.size + capacity
                 slots[name] = Slot(view[offset:offset + size], name)
                 offset += size
-            self.tasks[key] = TaskSlots(key, slots)
+            ring = [Slot(view[offset + i * entry:offset + (i + 1) * entry], "history") for i in range(history)]
+            offset += history * entry
+            self.tasks[key] = TaskSlots(key, slots, History(ring))

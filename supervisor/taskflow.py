@@ -65,7 +65,8 @@ class TaskFlow:
         self.publisher_role = PublisherRole(self)
         self.endpoint_role = EndpointRole(self)
         self.roles: Sequence[FlowRole] = (self.publisher_role, self.container_role, self.endpoint_role)
-        self.shm = SharedMemory(roles=[role.name for role in self.roles], tasks=self.views)
+        self.shm = SharedMemory(roles=[role.name for role in self.roles], tasks=self.views,
+                                history=config.metrics.history)
 
     # -- what the arbiter asks ------------------------------------------------------------------
 

@@ -104,3 +104,17 @@ def test_tasks_have_slots_of_their_own() -> None:
     shm = SharedMemory(roles=["container"], tasks=[TASK, other])
     shm.tasks[TASK].status.write_frame("status", TASK, {"state": "running"})
     assert shm.tasks[other].status.read_frame() is None
+
+
+def test_the_history_keeps_the_last_samples_in_order_and_survives_a_new_reader() -> None:
+    shm = SharedMemory(roles=["container"], tasks=[TASK], history=5)
+    history = shm.tasks[TASK].history
+    for seq in range(1, 13):
+        history.append(seq, 1000.0 + seq, {"cpu_percent": float(seq), "memory_bytes": seq * 10, "pids": None})
+    kept = history.since(0)
+    assert [sample["seq"] for sample in kept] == [8, 9, 10, 11, 12]  # the ring holds the last five
+    assert kept[-1] == {"seq": 12, "timestamp": 1012.0, "cpu_percent": 12.0, "cpu_seconds": None, "memory_bytes": 120,
+                        "memory_limit_bytes": None, "pids": None, "net_rx_bytes": None, "net_tx_bytes": None,
+                        "blkio_read_bytes": None, "blkio_write_bytes": None}
+    assert [sample["seq"] for sample in history.since(10)] == [11, 12]
+    assert SharedMemory(roles=["container"], tasks=[TASK]).tasks[TASK].history.since(0) == []  # none kept: off
