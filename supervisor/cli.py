@@ -9,45 +9,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import logging
 import os
 import sys
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Dict, List, Optional
 
 from supervisor import config as cfg
 from supervisor.ending import StartupError
 from supervisor.logs import configure_logging
 from supervisor.taskflow import supervise
+from supervisor.usage import EXIT_USAGE, Parser, fail
 
-EXIT_USAGE = 2
 # Short forms the original horizon docs used; every key also has its long --section-key flag.
 ALIASES = {("etcd", "hosts"): "--etcd", ("endpoint", "port"): "--port", ("metrics", "interval"): "--interval"}
-
-
-class Parser(argparse.ArgumentParser):
-    """Exit 2 with one line, and no abbreviated flags: '--etcd-name' must not quietly mean --etcd-namespace."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        unknown = message.partition("unrecognized arguments: ")[2].split()
-        if unknown:  # name the flags, not their values: a mistyped --etcd-password=... must not be echoed
-            flags = [arg.split("=")[0] for arg in unknown if arg.startswith("-")]
-            message = f"unrecognized arguments: {' '.join(flags or unknown)}{self.suggestion(flags)}"
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-    def suggestion(self, flags: List[str]) -> str:
-        """The flag nearest to the first unknown one, as an unknown config key gets the nearest key."""
-        known = {name.lstrip("-"): name for action in self._actions for name in action.option_strings}
-        close = difflib.get_close_matches(flags[0].lstrip("-"), known, n=1) if flags else []
-        return f"; did you mean {known[close[0]]}?" if close else ""
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    print(f"horizon: error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,173 @@
+"""Every task's record as etcd holds it, from one read of ``{namespace}/services/`` (never a request per
+task), kept current by the changes ``Backend.wait`` brings; and the filters the commands share.
+
+A record's keys are JSON (supervisor/etcd/layout.py); one that is not (a key someone wrote by hand) is
+kept as its raw text, so that ``show`` can still print it, and counts as absent everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from supervisor.etcd import layout
+from supervisor.etcd.store import Entry
+from supervisor.state import FINAL_STATES
+
+FINAL = frozenset(state.value for state in FINAL_STATES)
+
+
+def decode(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+@dataclass
+class Task:
+    """One task's record: its keys, JSON-decoded, with the revision of each and whether all of them
+    expire by themselves (a TTL or a lease)."""
+
+    service: str
+    task: str
+    keys: Dict[str, Any] = field(default_factory=dict)
+    revisions: Dict[str, int] = field(default_factory=dict)
+    expires: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}/{self.task}"
+
+    def document(self, key: str) -> Dict[str, Any]:
+        value = self.keys.get(key)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def status(self) -> Dict[str, Any]:
+        return self.document("status")
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        return self.document("info")
+
+    @property
+    def endpoint(self) -> Dict[str, Any]:
+        return self.document("endpoint")
+
+    @property
+    def metrics(self) -> Dict[str, Any]:
+        return self.document("metrics")
+
+    @property
+    def state(self) -> Optional[str]:
+        state = self.status.get("state")
+        return state if isinstance(state, str) else None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    @property
+    def host(self) -> str:
+        return str(self.info.get("host") or self.endpoint.get("host") or "")
+
+    @property
+    def url(self) -> str:
+        return str(self.endpoint.get("url") or "")
+
+    @property
+    def tags(self) -> List[str]:
+        tags = self.info.get("tags")
+        return [str(tag) for tag in tags] if isinstance(tags, list) else []
+
+
+class Fleet:
+    """The records under one namespace, by (service, task): built from ``read_prefix`` and moved on by
+    ``apply`` with each change ``wait`` brings. Each key keeps its revision, so a change older than
+    what is held (a re-read overtook it) is ignored."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.tasks: Dict[Tuple[str, str], Task] = {}
+
+    @classmethod
+    def read(cls, namespace: str, entries: Iterable[Entry]) -> "Fleet":
+        fleet = cls(namespace)
+        fleet.apply(entries)
+        return fleet
+
+    def apply(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            if entry.value is None:
+                self.remove(entry.key, entry.revision)
+                continue
+            where = layout.split_key(self.namespace, entry.key)
+            if where is None:
+                continue
+            service, task, name = where
+            record = self.tasks.setdefault((service, task), Task(service, task))
+            if record.revisions.get(name, 0) > entry.revision:
+                continue
+            record.keys[name] = decode(entry.value)
+            record.revisions[name] = entry.revision
+            record.expires = record.expires and entry.expires
+
+    def remove(self, key: str, revision: int) -> None:
+        """A key deleted or expired; on v2 the key may be a task's or a service's directory, which
+        stands for every key under it."""
+        for (service, task), record in list(self.tasks.items()):
+            prefix = layout.task_prefix(self.namespace, service, task)
+            if key == prefix or prefix.startswith(key + "/"):
+                names = list(record.keys)
+            elif key.startswith(prefix + "/"):
+                names = [key[len(prefix) + 1:]]
+            else:
+                continue
+            for name in names:
+                if record.revisions.get(name, 0) <= revision:
+                    record.keys.pop(name, None)
+                    record.revisions.pop(name, None)
+            if not record.keys:
+                del self.tasks[(service, task)]
+
+    def replace(self, prefix: str, entries: Iterable[Entry]) -> None:
+        """Everything under the directory ``prefix`` as a fresh read of it says, whatever was held."""
+        for key in list(self.tasks):
+            path = layout.task_prefix(self.namespace, *key)
+            if path == prefix or path.startswith(prefix + "/"):
+                del self.tasks[key]
+        self.apply(entries)
+
+    def get(self, service: str, task: str) -> Optional[Task]:
+        return self.tasks.get((service, task))
+
+    def sorted(self) -> List[Task]:
+        return [self.tasks[key] for key in sorted(self.tasks)]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The filters of ls, watch and the control commands: every one given must hold (each tag too)."""
+
+    service: Optional[str] = None
+    tags: Tuple[str, ...] = ()
+    state: Optional[str] = None
+    host: Optional[str] = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.service or self.tags or self.state or self.host)
+
+    def matches(self, task: Task) -> bool:
+        if self.service is not None and task.service != self.service:
+            return False
+        if self.state is not None and task.state != self.state:
+            return False
+        if self.host is not None and self.host not in (task.info.get("host"), task.endpoint.get("host")):
+            return False
+        return set(self.tags) <= set(task.tags)
+
+    def pick(self, fleet: Fleet) -> List[Task]:
+        return [task for task in fleet.sorted() if self.matches(task)]
