@@ -1,13 +1,15 @@
 """The container worker: starts (or adopts) the task's container, samples it every interval, and acts on
 control requests (stop, pause, resume).
 
-It is the only process that talks to the Docker engine. Every sample goes to shared memory (for the
-endpoint); every ``publish_every``-th one, and the last one before the task's end, also goes as a
-``metrics`` frame to the parent (for the publisher), so the parent and the publisher do not wake for
-samples they would not write. ``info`` and ``status`` go both ways too. The task's state moves only
-through its ``TaskMachine``. The container is found again by its name and labels, so a restarted worker,
-or a restarted supervisor, adopts the running (or paused) container instead of starting a second one;
-an ended one that nobody recorded yet has its real exit code read and recorded.
+It is the only process that acts on the Docker engine (the endpoint only reads the container's logs),
+and its final status keeps the ended container's last lines (``last_logs``), read before the container
+is removed. Every sample goes to shared memory (for the endpoint); every ``publish_every``-th one, and
+the last one before the task's end, also goes as a ``metrics`` frame to the parent (for the publisher),
+so the parent and the publisher do not wake for samples they would not write. ``info`` and ``status``
+go both ways too. The task's state moves only through its ``TaskMachine``. The container is found again
+by its name and labels, so a restarted worker, or a restarted supervisor, adopts the running (or
+paused) container instead of starting a second one; an ended one that nobody recorded yet has its real
+exit code read and recorded.
 
 Sampling runs on a fixed schedule (tick k at start + k * interval) and never waits on the engine:
 the counters come from the cgroup files, and the container's end is noticed by a thread blocked in

@@ -16,11 +16,11 @@ them changes anything.
 so the event loop never waits on the engine; a client that goes away stops the engine's stream at
 once, and at most ``MAX_FOLLOWS`` follow (``MAX_LOG_READERS`` read) at a time: beyond, 503.
 
-Every answer the handlers give is JSON, errors as ``{"error", "status"}``: 404 for another path, 405
-(with Allow) for another method, 431 for headers over ``MAX_HEADER_BYTES``. Two cases never reach a
-handler: a request Tornado cannot parse gets its bare ``400 Bad Request``, and a header block that
-runs past ``HARD_HEADER_BYTES`` is dropped with the connection, unread, so no client can make the
-worker buffer more than that.
+Every answer the handlers give is JSON (but the text of /logs), errors as ``{"error", "status"}``: 404
+for another path, 405 (with Allow) for another method, 431 for headers over ``MAX_HEADER_BYTES``. Two
+cases never reach a handler: a request Tornado cannot parse gets its bare ``400 Bad Request``, and a
+header block that runs past ``HARD_HEADER_BYTES`` is dropped with the connection, unread, so no client
+can make the worker buffer more than that.
 
 ``GET /metrics``, the path scrapers poll, skips routing and the RequestHandler (``FastMetrics``): the
 cached JSON is written straight out, with the same headers, which about doubles the requests a second.
