@@ -64,6 +64,8 @@ class Gap:
         self.last: Optional[float] = None
 
     def add(self, seq: Optional[int], timestamp: float) -> None:
+        if seq is not None and seq == self.last_seq:
+            return  # the same sample, failing again
         self.received += 1
         if self.first is None:
             self.first_seq, self.first = seq, timestamp
@@ -216,6 +218,9 @@ class TaskRecord:
                 else:
                     log.warning("etcd does not answer (%s); will keep trying", exc)
             self.set_connected(False, refused)
+            metrics = self.documents.get("metrics")
+            if metrics is not None and "metrics" in self.dirty:  # a sample that came before etcd was found away
+                self.gap.add(metrics.get("seq"), metrics.get("timestamp", time.time()))
             self.synced = False
             self.retry_at = now + self.retry_delay
             self.retry_delay = min(self.retry_delay * 2, self.retry_max)

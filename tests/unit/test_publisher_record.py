@@ -180,7 +180,7 @@ def test_an_outage_is_summarised_by_sequence_number_and_then_everything_is_writt
     etcd.down = False
     step(etcd, publisher, 3)
     status = etcd.record()["status"]
-    assert status["last_gap"] == {"samples": 8, "from": 1003.0, "to": 1010.0}
+    assert status["last_gap"] == {"samples": 9, "from": 1002.0, "to": 1010.0}  # 2 too: it was never written
     assert etcd.record()["metrics"]["seq"] == 10 and publisher.connected is True
 
 
@@ -248,3 +248,17 @@ def test_etcd_keeps_the_20_busiest_processes_and_how_many_there_are(running):
     assert len(stored["processes"]) == 20 and stored["process_count"] == 400
     assert sorted(p["cpu_percent"] for p in stored["processes"]) == sorted(p["cpu_percent"] for p in processes)[-20:]
     assert len(publisher.documents["metrics"]["processes"]) == 400  # trimmed on the way to etcd only
+
+
+def test_a_sample_taken_before_the_first_answer_from_etcd_counts_in_the_gap():
+    etcd = FakeEtcd()
+    etcd.down = True
+    publisher = make(etcd)
+    publisher.take("info", {"task": "task-1"})
+    publisher.take("status", {"state": "running"})
+    publisher.take("metrics", sample(1))  # before the publisher ever heard from etcd
+    publisher.publish(etcd.now)
+    publisher.publish(etcd.now + 0.5)  # the same sample failing again counts once
+    etcd.down = False
+    step(etcd, publisher, 3)
+    assert etcd.record()["status"]["last_gap"] == {"samples": 1, "from": 1001.0, "to": 1001.0}
