@@ -141,12 +141,14 @@ class TaskOutput:
     def sample(self, figures: Dict[str, Any], interval: float) -> None:
         self.seq += 1
         self.seq_file.store(self.seq)
+        timestamp = round(time.time(), 6)
         body = {
             "service": self.key.service, "task": self.key.name, "seq": self.seq,
-            "timestamp": round(time.time(), 6), "interval": interval,
+            "timestamp": timestamp, "interval": interval,
         }
         body.update(figures)
         self.unsent = self.slots.metrics.write_frame("metrics", self.key, body)
+        self.slots.history.append(self.seq, timestamp, figures["container"])
         if not self.sent_any or self.seq % self.publish_every == 0:
             self.send_latest_sample()
 

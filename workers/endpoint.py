@@ -5,7 +5,9 @@ memory, re-encoded to JSON only when their sequence number moved. Its listening 
 the parent, so a restarted endpoint serves on the same port. Only GET (and HEAD) exist, and none of
 them changes anything.
 
-    GET /metrics  the latest sample                      (503 before the first one)
+    GET /metrics  the latest sample                      (503 before the first one); JSON, or with
+                  Prometheus' Accept its text format or OpenMetrics (workers.exposition)
+    GET /metrics/history  ?since=SEQ the samples kept in shared memory since SEQ, oldest first
     GET /status   {"state","running","exit_code","started_at","uptime_s", ...}
     GET /info     {"info": {...}, "endpoint": {...}}
     GET /health   200 while the task runs and its sample is fresh, else 503 with the reason
@@ -48,6 +50,7 @@ from supervisor.link import WorkerStart
 from supervisor.shm import SharedMemory, Slot, TaskSlots
 from supervisor.state import Status, TaskState, fresh_within
 from workers.engine_api import Call, Engine, EngineError
+from workers.exposition import OPENMETRICS, Exposition, wanted_format
 from workers.loglines import BadQuery, Demux, parse_follow, parse_tail
 from workers.process import become_worker
 
@@ -83,11 +86,41 @@ def parse_time(value: Optional[str]) -> Optional[float]:
 
 
 class Documents:
-    """One task's decoded shared-memory documents, cached by their slot's sequence number."""
+    """One task's decoded shared-memory documents, cached by their slot's sequence number, and the
+    latest sample rendered for Prometheus (once per sample and format, whatever the requests)."""
 
     def __init__(self, slots: TaskSlots) -> None:
         self.slots = slots
         self._cache: Dict[str, Tuple[int, Optional[Dict[str, Any]], Optional[bytes]]] = {}
+        self._exposition = Exposition(self.labels())
+        self._labelled_by = -1  # the info slot's seq the labels come from
+        self._grouped = -1  # the metrics slot's seq the process groups have taken
+        self._rendered: Dict[str, Tuple[int, bytes]] = {}
+
+    def labels(self) -> Dict[str, str]:
+        info = self.get("info")[0] or {}
+        key = self.slots.key
+        return {"service": key.service, "task": key.name, "host": str(info.get("host") or ""),
+                "image": str(info.get("image") or "")}
+
+    def exposition(self, fmt: str) -> Optional[bytes]:
+        """The latest sample in Prometheus' ``fmt`` (TEXT or OPENMETRICS); None before the first one."""
+        seq = self.slots.metrics.seq
+        cached = self._rendered.get(fmt)
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        document = self.get("metrics")[0]
+        if document is None:
+            return None
+        if self.slots.info.seq != self._labelled_by:
+            self._labelled_by = self.slots.info.seq
+            self._exposition.relabel(self.labels())
+        if self._grouped != seq:
+            self._grouped = seq
+            self._exposition.update(document)
+        body = self._exposition.render(document, fmt == OPENMETRICS)
+        self._rendered[fmt] = (seq, body)
+        return body
 
     def get(self, name: str) -> Tuple[Optional[Dict[str, Any]], Optional[bytes]]:
         """(document, its JSON) or (None, None) when the slot is empty."""
@@ -156,16 +189,34 @@ class JsonHandler(tornado.web.RequestHandler):
         }
 
 
-def metrics_answer(documents: Documents) -> Tuple[int, bytes]:
-    """(status, body) of GET /metrics, for the handler and for FastMetrics alike."""
-    body = documents.get("metrics")[1]
-    return (200, body) if body is not None else (503, to_json({"error": "no sample yet", "status": 503}))
+def metrics_answer(documents: Documents, accept: Optional[str]) -> Tuple[int, bytes, str]:
+    """(status, body, content type) of GET /metrics, for the handler and for FastMetrics alike: JSON,
+    or the Prometheus format ``accept`` asks for."""
+    fmt = wanted_format(accept)
+    body = documents.get("metrics")[1] if fmt is None else documents.exposition(fmt)
+    if body is None:
+        return 503, to_json({"error": "no sample yet", "status": 503}), JSON_HEADERS["Content-Type"]
+    return 200, body, fmt or JSON_HEADERS["Content-Type"]
 
 
 class MetricsHandler(JsonHandler):
     def get(self) -> None:
-        status, body = metrics_answer(self.documents)
+        status, body, content_type = metrics_answer(self.documents, self.request.headers.get("Accept"))
+        self.set_header("Content-Type", content_type)
         self.send(body, status)
+
+
+class HistoryHandler(JsonHandler):
+    """GET /metrics/history?since=SEQ: the samples kept since SEQ (default: all), oldest first."""
+
+    def get(self) -> None:
+        raw = self.get_query_argument("since", "0")
+        if not raw.isdigit() or len(raw) > 18:
+            return self.refuse(400, f"since={raw[:20]!r}: give the seq of the last sample you have, e.g. since=120")
+        self.send(to_json({"interval": self.interval, "samples": self.slots_history(int(raw))}))
+
+    def slots_history(self, since: int) -> List[Dict[str, Any]]:
+        return self.documents.slots.history.since(since)
 
 
 class StatusHandler(JsonHandler):
@@ -317,6 +368,7 @@ def make_app(slots: TaskSlots, endpoint: Dict[str, Any], interval: float,
     shared = {"documents": Documents(slots), "endpoint": endpoint, "interval": interval}
     routes = [
         (r"/metrics", MetricsHandler, shared),
+        (r"/metrics/history", HistoryHandler, shared),
         (r"/status", StatusHandler, shared),
         (r"/info", InfoHandler, shared),
         (r"/health", HealthHandler, shared),
@@ -345,11 +397,13 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
         self.fast, self.server_conn, self.conn = fast, server_conn, request_conn
         self.inner: Optional[tornado.httputil.HTTPMessageDelegate] = None
         self.head = False
+        self.accept: Optional[str] = None
 
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
         fast = start_line.path == "/metrics" and start_line.method in ("GET", "HEAD")
         if fast and header_bytes(start_line.path, headers) <= MAX_HEADER_BYTES:
             self.head = start_line.method == "HEAD"
+            self.accept = headers.get("Accept")
             return None
         self.inner = self.fast.app.start_request(self.server_conn, self.conn)
         return self.inner.headers_received(start_line, headers)
@@ -361,8 +415,8 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
         if self.inner is not None:
             self.inner.finish()
             return
-        status, body = metrics_answer(self.fast.documents)
-        headers = tornado.httputil.HTTPHeaders(JSON_HEADERS)
+        status, body, content_type = metrics_answer(self.fast.documents, self.accept)
+        headers = tornado.httputil.HTTPHeaders(JSON_HEADERS, **{"Content-Type": content_type})
         headers["Content-Length"] = str(len(body))
         headers["Date"] = tornado.httputil.format_timestamp(time.time())  # as RequestHandler sends it
         start = tornado.httputil.ResponseStartLine("HTTP/1.1", status, responses[status])

@@ -129,8 +129,13 @@ class Exposition:
     """Renders one task's samples for Prometheus; keeps the process groups between samples."""
 
     def __init__(self, labels: Mapping[str, str]) -> None:
-        self.labels = ",".join(f'{name}="{escape(value)}"' for name, value in labels.items())
+        self.labels = ""
+        self.relabel(labels)
         self.groups = ProcessGroups()
+
+    def relabel(self, labels: Mapping[str, str]) -> None:
+        """The task's labels (they are known in full once the task's info is)."""
+        self.labels = ",".join(f'{name}="{escape(value)}"' for name, value in labels.items())
 
     def update(self, document: Mapping[str, Any]) -> None:
         """Take a new sample's process table (call once per sample, before rendering it)."""
