@@ -20,7 +20,8 @@ from bench.common import Row, log
 from tests.support import ETCD_HOSTS
 from tests.support.services import services_up
 
-BENCHMARKS = ("sample_cost", "cadence", "endpoint", "freshness", "footprint", "start", "scale", "etcd_client")
+BENCHMARKS = ("sample_cost", "cadence", "endpoint", "freshness", "footprint", "start", "scale", "etcd_client",
+              "cli_ls")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

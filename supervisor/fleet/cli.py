@@ -3,6 +3,9 @@
 Exit status: 0 done; 1 not done (etcd does not answer or refuses, no such task, nothing to do, no effect
 within the timeout, no log lines to be had); 2 a usage mistake. Every failure is one line on stderr,
 ``horizon: error: ...``, never a traceback.
+
+The commands' own modules (changes, control, logs, prune) are imported by the command that needs them:
+every command pays for what ls imports, so that stays small (bench/cli_ls.py measures ls).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from supervisor import config as cfg
 from supervisor.etcd import layout
 from supervisor.etcd.errors import CREDENTIALS_FIX, Refused, Unavailable
 from supervisor.etcd.store import Backend
-from supervisor.fleet import changes, connection, control, logs, prune, render
-from supervisor.fleet.records import Fleet, Selection, Task
+from supervisor.fleet import connection, render
+from supervisor.fleet.records import ACTIONS, Fleet, Selection, Task
 from supervisor.state import TaskState
 from supervisor.usage import EXIT_USAGE, Parser, fail
 
@@ -122,7 +125,7 @@ def parser() -> HorizonParser:
                   "horizon watch --service web --json | jq .")
     filters(sub)
     json_flag(sub, "JSON lines even on a terminal")
-    for action, (_, effect) in control.ACTIONS.items():
+    for action, (_, effect) in ACTIONS.items():
         sub = command(action, f"{action} tasks through etcd and wait until they are {effect} (exit 1 if not "
                       "within --timeout); a selection by --service/--tag is confirmed on a terminal",
                       f"horizon {action} web/task-1 web/task-2")
@@ -167,9 +170,14 @@ class Session:
         entries, revision = self.backend.read_prefix(layout.services_prefix(self.namespace) + "/")
         return Fleet.read(self.namespace, entries), revision
 
-    def task(self, service: str, task: str) -> Optional[Task]:
+    def task(self, name: Tuple[str, str]) -> Task:
+        """The task's record, from one read of its prefix; one line and exit 1 when there is none."""
+        service, task = name
         entries, _ = self.backend.read_prefix(layout.task_prefix(self.namespace, service, task) + "/")
-        return Fleet.read(self.namespace, entries).get(service, task)
+        found = Fleet.read(self.namespace, entries).get(service, task)
+        if found is None:
+            fail(f"{service}/{task}: no such task under {self.namespace} (horizon ls lists them)", EXIT_FAILED)
+        return found
 
 
 def selection(args: argparse.Namespace) -> Selection:
@@ -201,19 +209,17 @@ def ls(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    session = Session(args)
-    service, name = args.task
-    task = session.task(service, name)
-    if task is None:
-        fail(f"{service}/{name}: no such task under {session.namespace} (horizon ls lists them)", EXIT_FAILED)
+    task = Session(args).task(args.task)
     if args.json:
-        print_json({"service": service, "task": name, **task.keys}, indent=2)
+        print_json({"service": task.service, "task": task.task, **task.keys}, indent=2)
     else:
         print(render.show(task, time.time()))
     return 0
 
 
 def watch(args: argparse.Namespace) -> int:
+    from supervisor.fleet import changes
+
     session = Session(args)
     follower = changes.Follower(session.backend, session.namespace)
     follower.read()
@@ -257,6 +263,8 @@ def draw(session: Session, tasks: List[Task], trouble: str) -> None:
 
 
 def act(args: argparse.Namespace) -> int:
+    from supervisor.fleet import control
+
     action = args.command
     if bool(args.tasks) == bool(args.service or args.tags):
         fail("name the tasks (SERVICE/TASK ...) or select them with --service/--tag, not both and not neither")
@@ -295,7 +303,7 @@ def act(args: argparse.Namespace) -> int:
     for result in control.await_effect(session.backend, session.namespace, fleet, revision, requests, timeout):
         name = result.request.task.name
         if result.problem is None:
-            print(f"{name} {control.ACTIONS[action][1]} ({result.seconds:.2f} s)", flush=True)
+            print(f"{name} {ACTIONS[action][1]} ({result.seconds:.2f} s)", flush=True)
         else:
             failed += 1
             note(f"error: {name}: {result.problem}")
@@ -309,11 +317,10 @@ def confirm(action: str, targets: Sequence[Task]) -> bool:
 
 
 def read_logs(args: argparse.Namespace) -> int:
+    from supervisor.fleet import logs
+
     session = Session(args)
-    service, name = args.task
-    task = session.task(service, name)
-    if task is None:
-        fail(f"{service}/{name}: no such task under {session.namespace} (horizon ls lists them)", EXIT_FAILED)
+    task = session.task(args.task)
     why = f"{task.name} has ended ({render.state_text(task)})" if task.final else ""
     if not task.final:
         try:
@@ -337,6 +344,8 @@ def read_logs(args: argparse.Namespace) -> int:
 
 
 def prune_records(args: argparse.Namespace) -> int:
+    from supervisor.fleet import prune
+
     session = Session(args)
     fleet, _ = session.fleet()
     verb = "would remove" if args.dry_run else "removed"

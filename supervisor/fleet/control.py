@@ -26,14 +26,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 from supervisor.etcd import layout
 from supervisor.etcd.store import Backend
 from supervisor.fleet.changes import Follower
-from supervisor.fleet.records import Fleet, Task
+from supervisor.fleet.records import ACTIONS, Fleet, Task
 from supervisor.fleet.render import state_text
 from supervisor.state import utc_now
 
-# action -> (the state it applies to, the state that shows its effect)
-ACTIONS = {"stop": (("starting", "running", "paused", "restarting"), "stopped"),
-           "pause": (("running",), "paused"),
-           "resume": (("paused",), "running")}
 EXTRA_TTL = 5  # a request outlives the wait by this much: the supervisor may be taking it just then
 
 

@@ -77,7 +77,7 @@ def container_of(metrics: Dict[str, Any]) -> Dict[str, Any]:
 
 def row(task: Task, now: float) -> Dict[str, Any]:
     """The task as ``ls --json`` gives it (and each ``watch --json`` line carries)."""
-    container = container_of(task.metrics)
+    container = task.container
     status = task.status
     seconds = uptime(task, now)
     return {

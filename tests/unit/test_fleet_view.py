@@ -134,3 +134,16 @@ def test_show_of_a_command_line_given_as_a_list() -> None:
     etcd.set(key, json.dumps(metrics))
     task = fleet_of(etcd).get("web", "t1")
     assert task is not None and render.show(task, LATER).splitlines()[-1].endswith("sh -c sleep 1")
+
+
+def test_a_row_decodes_only_the_container_part_of_a_publishers_metrics() -> None:
+    metrics = {"container": {"cpu_percent": 7.5, "memory_bytes": 2048}, "processes": [{"pid": 1}] * 50, "seq": 3}
+    written = json.dumps(metrics, separators=(",", ":"), sort_keys=True)  # as the publisher writes it
+    fleet = Fleet.read(NS, [Entry(f"{NS}/services/web/t1/metrics", written, 1),
+                            Entry(f"{NS}/services/web/t2/metrics", json.dumps(metrics, indent=1), 2)])
+    fast, slow = fleet.sorted()
+    assert fast.container == slow.container == {"cpu_percent": 7.5, "memory_bytes": 2048}
+    assert "metrics" not in fast.decoded and "metrics" in slow.decoded
+    assert render.row(fast, LATER)["cpu_percent"] == 7.5 and fast.metrics["seq"] == 3
+    broken = Fleet.read(NS, [Entry(f"{NS}/services/web/t1/metrics", '{"container":{"cpu', 1)]).sorted()[0]
+    assert broken.container == {}
