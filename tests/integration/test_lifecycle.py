@@ -229,15 +229,6 @@ def test_check_validates_without_running_anything(supervised):
     assert result.returncode == 0 and "ok" in result.stdout
 
 
-def test_systemd_unit_verifies(tmp_path):
-    unit = (ROOT / "conf/horizon-task@.service").read_text()
-    assert "Type=notify" in unit
-    copy = tmp_path / "horizon-task@demo.service"
-    copy.write_text(unit.replace("/opt/horizon/venv/bin/python ", f"{sys.executable} "))
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
-    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
-
-
 def test_oom_kill_is_recorded(supervised):
     hog = "sh -c 'x=$(head -c 200000000 /dev/zero | tr \"\\0\" a); echo ${#x}'"
     run = supervised().main(hog, "--memory", "16m")
