@@ -39,6 +39,7 @@ have etcdctl || pkgs+=(etcd-client)
 pkg_installed busybox-static || pkgs+=(busybox-static)
 have wrk || pkgs+=(wrk)
 have promtool || pkgs+=(prometheus)  # promtool checks the exposition; Prometheus scrapes in tests
+have chromium || pkgs+=(chromium)  # the live page is tested in headless Chromium
 have curl || pkgs+=(curl)
 have openssl || pkgs+=(openssl)  # the etcd TLS tests make their own CA
 have python3 || pkgs+=(python3 python3-venv)

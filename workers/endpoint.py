@@ -8,6 +8,7 @@ them changes anything.
     GET /metrics  the latest sample                      (503 before the first one); JSON, or with
                   Prometheus' Accept its text format or OpenMetrics (workers.exposition)
     GET /metrics/history  ?since=SEQ the samples kept in shared memory since SEQ, oldest first
+    GET /         the live page (workers.page): HTML drawing the history, the state and the processes
     GET /status   {"state","running","exit_code","started_at","uptime_s", ...}
     GET /info     {"info": {...}, "endpoint": {...}}
     GET /health   200 while the task runs and its sample is fresh, else 503 with the reason
@@ -52,6 +53,7 @@ from supervisor.state import Status, TaskState, fresh_within
 from workers.engine_api import Call, Engine, EngineError
 from workers.exposition import OPENMETRICS, Exposition, wanted_format
 from workers.loglines import BadQuery, Demux, parse_follow, parse_tail
+from workers.page import PAGE
 from workers.process import become_worker
 
 log = logging.getLogger("endpoint")
@@ -356,6 +358,14 @@ class LogsHandler(JsonHandler):
             self.call.cancel()  # stop reading the engine at once
 
 
+class PageHandler(JsonHandler):
+    """GET /: the live page (workers.page)."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.send(PAGE)
+
+
 class NotFoundHandler(JsonHandler):
     def prepare(self) -> None:
         super().prepare()
@@ -367,6 +377,7 @@ def make_app(slots: TaskSlots, endpoint: Dict[str, Any], interval: float,
     """The endpoint's routes; ``engine`` (for /logs) is the one DOCKER_HOST names unless given."""
     shared = {"documents": Documents(slots), "endpoint": endpoint, "interval": interval}
     routes = [
+        (r"/", PageHandler, shared),
         (r"/metrics", MetricsHandler, shared),
         (r"/metrics/history", HistoryHandler, shared),
         (r"/status", StatusHandler, shared),

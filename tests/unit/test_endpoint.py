@@ -17,6 +17,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
 from workers import endpoint
+from workers.exposition import OPENMETRICS, TEXT
 from supervisor.shm import TaskSlots
 from tests.unit.memory import TASK, task_slots
 
@@ -155,7 +156,7 @@ class EndpointCase(AsyncHTTPTestCase):
 
     def test_unknown_paths_are_404_json(self) -> None:
         before = self.snapshot()
-        for path in ["/", "/metrics/", "//metrics", "/METRICS", "/metrics/../status", "/%zz", "/%00", "/\xff\xfe",
+        for path in ["/metrics/", "//metrics", "/METRICS", "/metrics/../status", "/%zz", "/%00", "/\xff\xfe",
                      "/" + "a" * 8000, "*", "http://other/metrics", "/info;x"]:
             self.assert_json_error(self.exchange(request("GET", path)), 404)
         self.assert_json_error(self.exchange(request("HEAD", "/nope")), 404, head=True)
@@ -239,8 +240,10 @@ class EndpointCase(AsyncHTTPTestCase):
         target = path if query is None else f"{path}?{query}"
         response = self.exchange(request(method, target, headers))
         assert response.status is not None and response.status < 500, response
-        if response.headers:  # everything past Tornado's own parser is JSON
+        if response.headers and response.status >= 400:  # every error past Tornado's own parser is JSON
             assert response.headers["content-type"] == "application/json"
+        elif response.headers:  # JSON, but the page and what Prometheus' Accept asks for
+            assert response.headers["content-type"] in {"application/json", "text/html; charset=utf-8", TEXT, OPENMETRICS}
         if response.status >= 400 and response.headers and method != "HEAD":
             assert set(response.document()) == {"error", "status"}
             assert response.document()["status"] == response.status
