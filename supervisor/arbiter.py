@@ -75,6 +75,7 @@ class Role(abc.ABC):
     def __init__(self, restarts: Optional[Restarts] = None) -> None:
         self.restarts = restarts or Restarts()
         self.child: Optional[Child] = None
+        self.spawned = 0  # workers started in all: the restarts are the ones after the first
 
     @property
     @abc.abstractmethod
@@ -210,6 +211,7 @@ class Arbiter:
         os.close(to_r)
         os.close(from_w)
         role.child = Child(process, channel.Inbox(from_r), channel.Outbox(to_w))
+        role.spawned += 1
         role.restarts.started(time.monotonic())
         log.debug("started the %s worker, pid %s", role.name, process.pid)
         role.replay()

@@ -85,7 +85,7 @@ class PublisherRole(FlowRole):
     module = "workers.publisher"
 
     def entry_args(self) -> Tuple[Any, ...]:
-        return self.flow.config, self.flow.endpoint
+        return self.flow.config, self.flow.endpoint, self.flow.shm
 
     def replay(self) -> None:
         for key, view in self.flow.views.items():

@@ -6,7 +6,8 @@ process (and every restarted worker) sees the same pages, and nothing is ever le
 pages go away with the last process, even after SIGKILL (a named ``multiprocessing.shared_memory``
 segment would outlive a killed parent and needs a resource-tracker process besides).
 
-Layout: one page of heartbeats (a monotonic deadline per worker role, 8 bytes each), then for every task
+Layout: one page of heartbeats (a monotonic deadline per worker role, 8 bytes each), a report slot per
+process (the parent's and each role's: supervisor/selfstats.py), then for every task
 its ``metrics``, ``status`` and ``info`` slots and its history: a ring of ``history`` small slots, one per
 sample (``seq % history``), each holding that sample's container figures (what a chart draws), so the
 last samples survive an endpoint restart and cost a bounded 280 bytes each. Each slot is a seqlock with
@@ -46,6 +47,7 @@ SLOT_CAPACITY = {"metrics": frames.MAX_FRAME_BYTES, "status": 64 * 1024, "info":
 HISTORY_FIELDS = ("cpu_percent", "cpu_seconds", "memory_bytes", "memory_limit_bytes", "pids", "net_rx_bytes",
                   "net_tx_bytes", "blkio_read_bytes", "blkio_write_bytes")
 HISTORY_ENTRY = 256
+REPORT_CAPACITY = 4096
 
 
 class Slot:
@@ -164,22 +166,28 @@ class Heartbeat:
 
 
 class SharedMemory:
-    """The heartbeats of the worker roles and the slots of every task, in one anonymous mapping."""
+    """The heartbeats of the worker roles, each process's report and the slots of every task, in one
+    anonymous mapping."""
 
     def __init__(self, roles: Iterable[str], tasks: Iterable[TaskKey], history: int = 0) -> None:
         """``history``: how many samples each task's ring keeps (0: none)."""
         roles, tasks = list(roles), list(tasks)
         if len(roles) * _STAMP.size > HEARTBEAT_PAGE:
             raise ValueError(f"{len(roles)} heartbeats do not fit in one page")
+        report = _HEADER.size + REPORT_CAPACITY
+        names = ["supervisor", *roles]
         entry = _HEADER.size + HISTORY_ENTRY
         per_task = sum(_HEADER.size + capacity for capacity in SLOT_CAPACITY.values()) + history * entry
-        self._map = mmap.mmap(-1, HEARTBEAT_PAGE + per_task * len(tasks), flags=mmap.MAP_SHARED)
+        self._map = mmap.mmap(-1, HEARTBEAT_PAGE + report * len(names) + per_task * len(tasks), flags=mmap.MAP_SHARED)
         view = memoryview(self._map)
         self.heartbeats = {
             role: Heartbeat(view[i * _STAMP.size:(i + 1) * _STAMP.size]) for i, role in enumerate(roles)
         }
-        self.tasks: Dict[TaskKey, TaskSlots] = {}
         offset = HEARTBEAT_PAGE
+        self.reports = {name: Slot(view[offset + i * report:offset + (i + 1) * report], f"{name} report")
+                        for i, name in enumerate(names)}
+        offset += report * len(names)
+        self.tasks: Dict[TaskKey, TaskSlots] = {}
         for key in tasks:
             slots = {}
             for name, capacity in SLOT_CAPACITY.items():

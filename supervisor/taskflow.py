@@ -23,6 +23,7 @@ from supervisor.link import BEAT_SLACK, MAX_WAIT
 from supervisor.lock import AlreadySupervised, TaskLock
 from supervisor.notify import Notifier
 from supervisor.roles import ContainerRole, EndpointRole, FlowRole, PublisherRole
+from supervisor.selfstats import SelfReport
 from supervisor.shm import SharedMemory
 from supervisor.sockets import bind
 from supervisor.state import LIVE_STATES, Status, fresh_within
@@ -67,6 +68,8 @@ class TaskFlow:
         self.roles: Sequence[FlowRole] = (self.publisher_role, self.container_role, self.endpoint_role)
         self.shm = SharedMemory(roles=[role.name for role in self.roles], tasks=self.views,
                                 history=config.metrics.history)
+        self.report = SelfReport(self.shm.reports["supervisor"])
+        self.relayed = 0  # frames passed on from the container worker to the publisher
 
     # -- what the arbiter asks ------------------------------------------------------------------
 
@@ -90,7 +93,14 @@ class TaskFlow:
         so a killed parent's lock is free at once, and the sockets, which only the endpoint serves."""
         return [*self.lock_fds, *(sock.fileno() for sock in self.sockets)]
 
+    def figures(self) -> Dict[str, Any]:
+        """The parent's own report (supervisor/selfstats.py)."""
+        malformed = sum(role.child.inbox.malformed for role in self.roles if role.child is not None)
+        return {"frames_relayed": self.relayed, "frames_malformed": malformed,
+                "restarts": {role.name: max(0, role.spawned - 1) for role in self.roles}}
+
     def tick(self, now: float) -> None:
+        self.report.maybe(self.figures)
         ending = self.ending
         if ending.deadline is not None and now >= ending.deadline:
             if ending.phase is Phase.STOPPING:
@@ -169,6 +179,7 @@ class TaskFlow:
             return
         view.documents[frame.kind] = frame.data
         self.publisher_role.send_encoded(frame.kind, frame.task, frame.data)
+        self.relayed += 1
         if frame.kind == "status":
             view.status = Status.from_dict(frame.body)
             self.ending.status = view.status

@@ -41,6 +41,7 @@ from supervisor.config import Config
 from supervisor.frames import CONTROL_ACTIONS, TaskKey
 from supervisor.link import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, MAX_WAIT, WorkerStart
 from supervisor.restarts import Policy, Restarts, State as RestartState
+from supervisor.selfstats import SelfReport
 from supervisor.shm import SharedMemory, TaskSlots
 from supervisor.channel import Outbox
 from supervisor.state import Ended, Status, TaskMachine, TaskState, utc_now
@@ -160,9 +161,10 @@ class TaskOutput:
 
 
 class ContainerWorker:
-    def __init__(self, config: Config, output: TaskOutput, worker: Worker) -> None:
+    def __init__(self, config: Config, output: TaskOutput, worker: Worker, report: Optional[SelfReport] = None) -> None:
         self.config = config
         self.output = output
+        self.report = report  # the worker's own figures (supervisor/selfstats.py)
         self.inbox = worker.inbox
         self.outbox = worker.outbox
         self.watch = worker.watch
@@ -554,6 +556,8 @@ class ContainerWorker:
             self.read_control()
         if writable:
             self.outbox.flush()
+        if self.report is not None:
+            self.report.maybe(lambda: {"frames_coalesced": self.outbox.coalesced})
 
     def stop(self, container: Container) -> None:
         task = self.config.task
@@ -625,4 +629,4 @@ def run(start: WorkerStart, config: Config, shm: SharedMemory) -> None:
     raise_priority()
     key = config.key
     output = TaskOutput(key, shm.tasks[key], worker.outbox, config.metrics.publish_every, SeqFile(config))
-    sys.exit(ContainerWorker(config, output, worker).run())
+    sys.exit(ContainerWorker(config, output, worker, SelfReport(shm.reports["container"])).run())

@@ -48,6 +48,7 @@ from tornado.iostream import StreamClosedError
 
 from supervisor.frames import TaskKey
 from supervisor.link import WorkerStart
+from supervisor.selfstats import read_reports, usage_document
 from supervisor.shm import SharedMemory, Slot, TaskSlots
 from supervisor.state import Status, TaskState, fresh_within
 from workers.engine_api import Call, Engine, EngineError
@@ -91,13 +92,28 @@ class Documents:
     """One task's decoded shared-memory documents, cached by their slot's sequence number, and the
     latest sample rendered for Prometheus (once per sample and format, whatever the requests)."""
 
-    def __init__(self, slots: TaskSlots) -> None:
+    def __init__(self, slots: TaskSlots, reports: Optional[Dict[str, Slot]] = None) -> None:
         self.slots = slots
+        self.reports = reports or {}  # each horizon process's own figures (supervisor/selfstats.py)
         self._cache: Dict[str, Tuple[int, Optional[Dict[str, Any]], Optional[bytes]]] = {}
         self._exposition = Exposition(self.labels())
         self._labelled_by = -1  # the info slot's seq the labels come from
         self._grouped = -1  # the metrics slot's seq the process groups have taken
         self._rendered: Dict[str, Tuple[int, bytes]] = {}
+
+    def supervisor_section(self) -> Dict[str, Any]:
+        """horizon's own figures, as of this sample: its processes, frames, etcd requests, restarts."""
+        reports = read_reports(self.reports)
+        reports["endpoint"] = usage_document()
+        parent, publisher = reports.get("supervisor", {}), reports.get("publisher", {})
+        return {
+            "processes": {name: {key: report.get(key) for key in ("pid", "cpu_seconds", "rss_bytes")}
+                          for name, report in reports.items()},
+            "frames": {"relayed": parent.get("frames_relayed", 0), "dropped": parent.get("frames_malformed", 0),
+                       "coalesced": sum(report.get("frames_coalesced", 0) for report in reports.values())},
+            "etcd": {**publisher.get("etcd", {}), **publisher.get("records", {}).get(self.slots.key.path, {})},
+            "restarts": parent.get("restarts", {}),
+        }
 
     def labels(self) -> Dict[str, str]:
         info = self.get("info")[0] or {}
@@ -132,6 +148,8 @@ class Documents:
         if cached is None or cached[0] != seq:
             frame = slot.read_frame()
             document = frame.body if frame else None
+            if document is not None and name == "metrics" and self.reports:
+                document = dict(document, supervisor=self.supervisor_section())
             cached = (seq, document, to_json(document) if document is not None else None)
             self._cache[name] = cached
         return cached[1], cached[2]
@@ -373,9 +391,10 @@ class NotFoundHandler(JsonHandler):
 
 
 def make_app(slots: TaskSlots, endpoint: Dict[str, Any], interval: float,
-             engine: Optional[Engine] = None) -> tornado.web.Application:
-    """The endpoint's routes; ``engine`` (for /logs) is the one DOCKER_HOST names unless given."""
-    shared = {"documents": Documents(slots), "endpoint": endpoint, "interval": interval}
+             engine: Optional[Engine] = None, reports: Optional[Dict[str, Slot]] = None) -> tornado.web.Application:
+    """The endpoint's routes; ``engine`` (for /logs) is the one DOCKER_HOST names unless given;
+    ``reports`` are the processes' own (the "supervisor" section of /metrics)."""
+    shared = {"documents": Documents(slots, reports), "endpoint": endpoint, "interval": interval}
     routes = [
         (r"/", PageHandler, shared),
         (r"/metrics", MetricsHandler, shared),
@@ -451,7 +470,7 @@ def run(start: WorkerStart, shm: SharedMemory, key: TaskKey, sockets: List[socke
     # that fails is logged with its traceback by tornado.application.
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
     logging.getLogger("tornado.general").setLevel(max(start.log_level, logging.WARNING))
-    server = tornado.httpserver.HTTPServer(FastMetrics(make_app(shm.tasks[key], endpoint, interval)), **SERVER_OPTIONS)
+    server = tornado.httpserver.HTTPServer(FastMetrics(make_app(shm.tasks[key], endpoint, interval, reports=shm.reports)), **SERVER_OPTIONS)
     server.add_sockets(sockets)
     loop = tornado.ioloop.IOLoop.current()
 

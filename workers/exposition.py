@@ -14,7 +14,7 @@ Rendering happens once per sample (``render``), never per request: the endpoint 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -166,6 +166,35 @@ class Exposition:
                [(f'name="{escape(group)}",ctxswitch_type="{kind}"', getattr(values, kind))
                 for group, values in folded for kind in ("voluntary", "involuntary")])
         family("horizon_sample_seq", "gauge", "Number of the latest sample.", [("", document.get("seq", 0))])
+        self.render_self(document.get("supervisor"), family)
         if openmetrics:
             lines.append("# EOF")
         return ("\n".join(lines) + "\n").encode()
+
+    @staticmethod
+    def render_self(section: Optional[Mapping[str, Any]], family: Callable[[str, str, str, List[Tuple[str, Any]]], None]
+                    ) -> None:
+        """horizon's own series, from the /metrics document's "supervisor" section (when it has one)."""
+        if not section:
+            return
+        processes = section.get("processes", {})
+        for name, kind, text, key in (
+            ("horizon_self_cpu_seconds", "counter", "CPU time used by a horizon process, in seconds.", "cpu_seconds"),
+            ("horizon_self_resident_memory_bytes", "gauge", "Resident memory of a horizon process.", "rss_bytes"),
+        ):
+            family(name, kind, text, [(f'process="{escape(process)}"', figures[key])
+                                      for process, figures in sorted(processes.items()) if figures.get(key) is not None])
+        frames, etcd = section.get("frames", {}), section.get("etcd", {})
+        for name, kind, text, value in (
+            ("horizon_frames_relayed", "counter", "Frames the parent passed on between workers.", frames.get("relayed")),
+            ("horizon_frames_coalesced", "counter", "Metrics frames replaced by a newer one before they were sent.", frames.get("coalesced")),
+            ("horizon_frames_dropped", "counter", "Malformed frames discarded by the parent.", frames.get("dropped")),
+            ("horizon_etcd_requests", "counter", "Requests made to etcd.", etcd.get("requests")),
+            ("horizon_etcd_request_errors", "counter", "Requests to etcd that failed.", etcd.get("errors")),
+            ("horizon_etcd_request_seconds", "counter", "Time spent in requests to etcd, in seconds.", etcd.get("seconds")),
+            ("horizon_etcd_last_publish_age_seconds", "gauge", "Seconds since etcd last took a write of the record.", etcd.get("last_publish_age_s")),
+            ("horizon_etcd_record_ttl_seconds", "gauge", "Seconds the record lives in etcd unless kept alive.", etcd.get("ttl_left_s")),
+        ):
+            family(name, kind, text, [("", value)] if value is not None else [])
+        family("horizon_worker_restarts", "counter", "Restarts of a worker of the supervisor.",
+               [(f'role="{escape(role)}"', count) for role, count in sorted(section.get("restarts", {}).items())])

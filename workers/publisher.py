@@ -20,14 +20,17 @@ import logging
 import select
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Set
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Optional, Set
 
 from supervisor.config import Config
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.layout import RECORD_KEYS, STORED_PROCESSES
-from supervisor.etcd.store import Backend, connect
+from supervisor.etcd.store import Backend, RequestSpan, connect
 from supervisor.frames import Frame, TaskKey
 from supervisor.link import EXIT_DONE, EXIT_ORPHANED, MAX_WAIT, WorkerStart
+from supervisor.selfstats import SelfReport
+from supervisor.shm import SharedMemory
 from supervisor.state import Status
 from workers.control import ControlWatch, Request
 from workers.process import Worker, become_worker, drain
@@ -98,6 +101,8 @@ class TaskRecord:
         self.synced_ttl = 0  # the TTL it was written with
         self.written: Set[str] = set()  # keys the last full sync created: only these may be updated
         self.tidied = False  # expired records' leftovers removed (once, after the first write)
+        self.published_at: Optional[float] = None  # wall time of the last publish that etcd took
+        self.alive_until = 0.0  # monotonic: when the record expires unless kept alive again
         self.rewriting = False  # the last publish found the record not as we left it
         self.connected: Optional[bool] = None
         self.refused: Optional[Refused] = None  # why etcd said no, when it answered but refused us
@@ -186,6 +191,7 @@ class TaskRecord:
                 announce = not self.synced
                 self.sync_all()
                 self.next_refresh = now + self.ttl() / 3
+                self.alive_until = now + self.ttl()
                 if announce:
                     log.info("task record written to etcd (%s) at %s%s",
                              self.config.etcd.api, self.backend.describe(), self.prefix)
@@ -197,9 +203,11 @@ class TaskRecord:
             if self.synced and now >= self.next_refresh and not self.final:
                 self.store.keep_alive()
                 self.next_refresh = now + self.ttl() / 3
+                self.alive_until = now + self.ttl()
             self.set_connected(True)
             self.retry_delay = RETRY_MIN
             self.rewriting = False
+            self.published_at = time.time()
         except Missing as exc:
             # At once the first time; a record that keeps changing under us (another writer) backs off.
             if not self.rewriting:
@@ -231,6 +239,13 @@ class TaskRecord:
         self.connected = connected
         self.refused = refused
 
+    def figures(self, now: float) -> Dict[str, Any]:
+        """For the publisher's report: how long ago etcd last took a write, and how long the record lives."""
+        return {
+            "last_publish_age_s": round(time.time() - self.published_at, 3) if self.published_at else None,
+            "ttl_left_s": round(max(0.0, self.alive_until - now), 3) if self.synced else None,
+        }
+
     def published_state(self) -> Optional[str]:
         """The task state etcd holds now, as far as we know (None: not in etcd, or not yet current)."""
         if not self.synced or "status" in self.dirty or self.status is None:
@@ -256,14 +271,44 @@ class TaskRecord:
         return self.finishing and ("info" not in self.documents or now >= self.finish_by)
 
 
+class RequestStats:
+    """Every etcd request's count, failures and time: the ``request_span`` the backends call, around the
+    heartbeat's own span."""
+
+    def __init__(self, span: RequestSpan) -> None:
+        self.span = span
+        self.requests = 0
+        self.errors = 0
+        self.seconds = 0.0
+
+    @contextmanager
+    def __call__(self, bound: float) -> Iterator[None]:
+        started = time.monotonic()
+        self.requests += 1
+        try:
+            with self.span(bound):
+                yield
+        except BaseException:
+            self.errors += 1
+            raise
+        finally:
+            self.seconds += time.monotonic() - started
+
+    def figures(self) -> Dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors, "seconds": round(self.seconds, 6)}
+
+
 class PublisherWorker:
     """The publisher's loop: frames in, a publish of every record that is due, reports out."""
 
     def __init__(self, records: Dict[TaskKey, TaskRecord], worker: Worker, backend: Backend,
-                 control: Optional[ControlWatch] = None) -> None:
+                 control: Optional[ControlWatch] = None, report: Optional[SelfReport] = None,
+                 stats: Optional[RequestStats] = None) -> None:
         self.records = records
         self.backend = backend
         self.control = control
+        self.report = report
+        self.stats = stats
         self.acted: Dict[TaskKey, str] = {}  # the id of the last request passed on, per task
         self.inbox = worker.inbox
         self.outbox = worker.outbox
@@ -277,9 +322,20 @@ class PublisherWorker:
             return
         record.take(frame.kind, frame.body)
 
+    def figures(self) -> Dict[str, Any]:
+        """The publisher's own report (supervisor/selfstats.py): its etcd requests and each record's state."""
+        now = time.monotonic()
+        return {
+            "frames_coalesced": self.outbox.coalesced,
+            "etcd": self.stats.figures() if self.stats is not None else {},
+            "records": {key.path: record.figures(now) for key, record in self.records.items()},
+        }
+
     def run(self) -> int:
         while True:
             self.pulse.beat()
+            if self.report is not None:
+                self.report.maybe(self.figures)
             if self.watch.gone():
                 return EXIT_ORPHANED
             for frame in self.inbox.read():
@@ -338,15 +394,17 @@ class PublisherWorker:
             self.outbox.flush()
 
 
-def run(start: WorkerStart, config: Config, endpoint: Dict[str, Any]) -> None:
+def run(start: WorkerStart, config: Config, endpoint: Dict[str, Any], shm: SharedMemory) -> None:
     """Entry point of the publisher worker process."""
     worker = become_worker(start, period=MAX_WAIT)
-    backend = connect(config.etcd, config.etcd_password, worker.pulse.busy)
+    stats = RequestStats(worker.pulse.busy)
+    backend = connect(config.etcd, config.etcd_password, stats)
     # The watch has a backend of its own: it waits on etcd in its thread, never in the loop's requests.
     control = ControlWatch(connect(config.etcd, config.etcd_password), config.etcd.namespace, [config.key])
     try:
         record = TaskRecord(config, backend, endpoint)
-        code = PublisherWorker({config.key: record}, worker, backend, control.start()).run()
+        report = SelfReport(shm.reports["publisher"])
+        code = PublisherWorker({config.key: record}, worker, backend, control.start(), report, stats).run()
     finally:
         backend.close()
     sys.exit(code)

@@ -5,6 +5,7 @@ history survives the endpoint worker's restart."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -61,3 +62,17 @@ def test_prometheus_formats_json_default_and_history_across_an_endpoint_restart(
     after = http_get(f"{url}/metrics/history?since=0")[1]["samples"]
     assert after[0]["seq"] <= before[-1]["seq"]  # what was kept before the restart is still there
     assert http_get(f"{url}/metrics/history?since=x")[0] == 400
+
+    # horizon's own figures: in JSON and as horizon_* series, the endpoint's restart counted
+    def restarted() -> bool:
+        section = http_get(f"{url}/metrics")[1].get("supervisor", {})
+        return section.get("restarts", {}).get("endpoint") == 1
+    wait_for(restarted, 10, "the endpoint's restart in the supervisor section")
+    section = http_get(f"{url}/metrics")[1]["supervisor"]
+    assert set(section["processes"]) == {"supervisor", "container", "publisher", "endpoint"}
+    assert all(p["rss_bytes"] > 1 << 20 for p in section["processes"].values())
+    assert section["etcd"]["requests"] > 0 and section["etcd"]["errors"] == 0 and section["frames"]["relayed"] > 0
+    assert 0 < section["etcd"]["ttl_left_s"] <= 15
+    text = scrape(url, "text/plain;version=0.0.4")[1]
+    assert re.search(r'^horizon_worker_restarts_total\{.*role="endpoint"\} 1$', text, re.MULTILINE)
+    assert re.search(r'^horizon_self_resident_memory_bytes\{.*process="publisher"\} \d+', text, re.MULTILINE)
