@@ -30,6 +30,7 @@ from supervisor.usage import EXIT_USAGE, Parser, fail
 EXIT_FAILED = 1
 CONTROL_TIMEOUT = "30"
 REFRESH = 1.0  # seconds between redraws of watch's table when nothing changes (uptimes move on)
+QUIET = 10.0  # seconds one wait of watch's JSON lines may stay open without news
 
 EXAMPLES = """\
 examples:
@@ -241,7 +242,7 @@ def watch(args: argparse.Namespace) -> int:
                 print(json.dumps(event), flush=True)
         before = changes.states(current)
         try:
-            follower.step(REFRESH)
+            follower.step(REFRESH if table else QUIET)
             trouble = ""
         except Refused:
             raise
