@@ -183,8 +183,9 @@ class WrkResult(NamedTuple):
     requests: int
 
 
-def wrk(url: str, seconds: float, threads: int = 2, connections: int = 50) -> WrkResult:
-    out = sh("wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", "--latency", url,
+def wrk(url: str, seconds: float, threads: int = 2, connections: int = 50, accept: Optional[str] = None) -> WrkResult:
+    header = ["-H", f"Accept: {accept}"] if accept else []
+    out = sh("wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", "--latency", *header, url,
              timeout=seconds + 60)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _duration(re.search(r"\s50%\s+(\S+)", out).group(1))

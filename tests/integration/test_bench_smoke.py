@@ -23,6 +23,7 @@ EXPECTED = [
     ("sample_cost", "whole tree (parent + 3 workers) per sample"), ("sample_cost", "sample cost vs SDK"), ("sample_cost", "sample cost vs `docker stats"),
     ("sample_cost", "sample cost vs floor"),
     *[("cadence", f"cadence {i} s, {what}") for i in ("1", "0.1") for what in ("idle", "etcd SIGSTOPped", "wrk")],
+    ("endpoint", "/metrics req/s, Prometheus text format"), ("endpoint", "/metrics req/s, OpenMetrics"),
     ("endpoint", "/metrics req/s, wrk"), ("endpoint", "/metrics p99 latency"),
     ("endpoint", "/metrics req/s, etcd SIGSTOPped"), ("endpoint", "/metrics p99 latency, etcd SIGSTOPped"),
     ("freshness", "sample → served at /metrics"), ("freshness", "sample → readable in etcd"),
