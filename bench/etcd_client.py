@@ -92,8 +92,9 @@ def child(which: str, host: str, port: int, prefix: str, warmup: int, count: int
     result: Dict[str, Any] = {"baseline": memory()}
     if which == "ours":
         from supervisor.etcd.gateway import Gateway, b64
+        from supervisor.etcd.store import Settings
 
-        gateway = Gateway([(host, port)], TIMEOUT)
+        gateway = Gateway(Settings([(host, port)], TIMEOUT))
 
         def put(key: str, value: str) -> None:
             gateway.call("kv/put", {"key": b64(key), "value": b64(value)})

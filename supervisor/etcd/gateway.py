@@ -22,12 +22,12 @@ import base64
 import json
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import urllib3
 
 from supervisor.etcd.errors import Missing, Refused, Unavailable
-from supervisor.etcd.store import RequestSpan, no_span
+from supervisor.etcd.store import RequestSpan, Settings, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
 log = logging.getLogger("horizon-etcd")  # not "etcd": python-etcd's own logger, silenced in logs.py
@@ -67,28 +67,18 @@ class NotFound(Missing):
 class Gateway:
     """The JSON gateways of several members, one in use at a time (see the module doc)."""
 
-    def __init__(
-        self,
-        hosts: Sequence[Tuple[str, int]],
-        timeout: float,
-        protocol: str = "http",
-        ca_cert: Optional[str] = None,
-        cert: Optional[str] = None,
-        key: Optional[str] = None,
-        username: str = "",
-        password: str = "",
-        request_span: RequestSpan = no_span,
-    ) -> None:
-        self._urls = [f"{protocol}://{host}:{port}" for host, port in hosts]
+    def __init__(self, settings: Settings, request_span: RequestSpan = no_span) -> None:
+        hosts, timeout = settings.hosts, settings.timeout
+        self._urls = [f"{settings.protocol}://{host}:{port}" for host, port in hosts]
         self._names = [f"{host}:{port}" for host, port in hosts]
         self._bound = 2 * timeout  # connect, then read: each bounded by timeout
         self._request_span = request_span
-        self._credentials = {"name": username, "password": password} if username else None
+        self._credentials = {"name": settings.username, "password": settings.password} if settings.username else None
         self._tokens: List[Optional[str]] = [None] * len(hosts)
         self._current = 0
         self._http = urllib3.PoolManager(
-            num_pools=len(hosts), maxsize=1, retries=False,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls_pool_options(ca_cert, cert, key),
+            num_pools=len(hosts), maxsize=1, retries=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            **tls_pool_options(settings.ca_cert, settings.cert, settings.key),
         )
 
     def describe(self) -> str:

@@ -10,8 +10,8 @@ heartbeat span, so that waiting on a frozen etcd is never taken for a hang.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Callable, ContextManager, List, Mapping, Optional, Protocol, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from supervisor.config import EtcdSection
 
@@ -20,6 +20,24 @@ RequestSpan = Callable[[float], ContextManager[None]]
 
 def no_span(bound: float) -> ContextManager[None]:
     return nullcontext()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to reach etcd, whichever API: the members, the bound of one request, TLS and credentials."""
+
+    hosts: Sequence[Tuple[str, int]]
+    timeout: float
+    protocol: str = "http"
+    ca_cert: Optional[str] = None
+    cert: Optional[str] = None
+    key: Optional[str] = None
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @classmethod
+    def of(cls, etcd: EtcdSection, password: str) -> "Settings":
+        return cls(etcd.hosts, etcd.timeout, etcd.protocol, etcd.ca_cert, etcd.cert, etcd.key, etcd.username, password)
 
 
 @dataclass(frozen=True)
@@ -87,10 +105,12 @@ class Backend(Protocol):
 
 def connect(etcd: EtcdSection, password: str, request_span: RequestSpan = no_span) -> Backend:
     """The backend ``etcd.api`` names. Builds clients only: nothing is sent until the first call."""
+    settings = Settings.of(etcd, password)
     if etcd.api == "v2":
-        from supervisor.etcd.v2 import V2Backend
+        from supervisor.etcd.v2 import EtcdV2Client, V2Backend
 
-        return V2Backend.connect(etcd, password, request_span)
+        return V2Backend(EtcdV2Client(settings, request_span))
+    from supervisor.etcd.gateway import Gateway
     from supervisor.etcd.v3 import V3Backend
 
-    return V3Backend.connect(etcd, password, request_span)
+    return V3Backend(Gateway(settings, request_span))

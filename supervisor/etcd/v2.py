@@ -16,15 +16,14 @@ the next member itself when one stops answering.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import etcd
 import urllib3
 
-from supervisor.config import EtcdSection
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.layout import RECORD_KEYS, services_prefix
-from supervisor.etcd.store import Entry, RequestSpan, no_span
+from supervisor.etcd.store import Entry, RequestSpan, Settings, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
 log = logging.getLogger("horizon-etcd")
@@ -39,31 +38,21 @@ class CompareFailed(Exception):
 class EtcdV2Client:
     """The few v2 operations horizon needs, on several members with failover."""
 
-    def __init__(
-        self,
-        hosts: Sequence[Tuple[str, int]],
-        timeout: float,
-        protocol: str = "http",
-        ca_cert: Optional[str] = None,
-        cert: Optional[str] = None,
-        key: Optional[str] = None,
-        username: str = "",
-        password: str = "",
-        request_span: RequestSpan = no_span,
-    ) -> None:
-        self._hosts = list(hosts)
-        self._bound = 2 * timeout  # connect, then read: each bounded by timeout
+    def __init__(self, settings: Settings, request_span: RequestSpan = no_span) -> None:
+        self._hosts = list(settings.hosts)
+        self._bound = 2 * settings.timeout  # connect, then read: each bounded by timeout
         self._request_span = request_span
         self._current = 0
         self._clients: List[etcd.Client] = []
+        timeout = settings.timeout
         for host, port in self._hosts:
             client = etcd.Client(
-                host=host, port=port, protocol=protocol, read_timeout=timeout,
-                username=username or None, password=password or None,
+                host=host, port=port, protocol=settings.protocol, read_timeout=timeout,
+                username=settings.username or None, password=settings.password or None,
             )
             client.http = urllib3.PoolManager(
-                num_pools=1, maxsize=1, retries=False,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls_pool_options(ca_cert, cert, key),
+                num_pools=1, maxsize=1, retries=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                **tls_pool_options(settings.ca_cert, settings.cert, settings.key),
             )
             self._clients.append(client)
 
@@ -202,13 +191,6 @@ class V2Record:
 class V2Backend:
     def __init__(self, client: EtcdV2Client) -> None:
         self.client = client
-
-    @classmethod
-    def connect(cls, etcd_: EtcdSection, password: str, request_span: RequestSpan) -> "V2Backend":
-        return cls(EtcdV2Client(
-            etcd_.hosts, etcd_.timeout, protocol=etcd_.protocol, ca_cert=etcd_.ca_cert, cert=etcd_.cert,
-            key=etcd_.key, username=etcd_.username, password=password, request_span=request_span,
-        ))
 
     def record(self, prefix: str) -> V2Record:
         return V2Record(self.client, prefix)

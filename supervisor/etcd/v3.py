@@ -20,10 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from supervisor.config import EtcdSection
 from supervisor.etcd.errors import Missing, Unavailable
 from supervisor.etcd.gateway import Gateway, b64, range_end, unb64
-from supervisor.etcd.store import Entry, RequestSpan
+from supervisor.etcd.store import Entry
 
 log = logging.getLogger("horizon-etcd")
 
@@ -112,13 +111,6 @@ class V3Record:
 class V3Backend:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-
-    @classmethod
-    def connect(cls, etcd_: EtcdSection, password: str, request_span: RequestSpan) -> "V3Backend":
-        return cls(Gateway(
-            etcd_.hosts, etcd_.timeout, protocol=etcd_.protocol, ca_cert=etcd_.ca_cert, cert=etcd_.cert,
-            key=etcd_.key, username=etcd_.username, password=password, request_span=request_span,
-        ))
 
     def record(self, prefix: str) -> V3Record:
         return V3Record(self.gateway, prefix)

@@ -10,6 +10,7 @@ from typing import Iterator, Tuple
 import pytest
 
 from supervisor.etcd.errors import Missing
+from supervisor.etcd.store import Settings
 from supervisor.etcd.v2 import EtcdV2Client, V2Record
 from tests.support.etcd import EtcdV2
 
@@ -18,7 +19,7 @@ RECORD = {"info": '{"task":"t"}', "endpoint": '{"port":1}', "running": "true", "
 
 @pytest.fixture
 def store(services: None) -> Iterator[Tuple[V2Record, EtcdV2]]:
-    client = EtcdV2Client([("127.0.0.1", 2379)], 2.0)
+    client = EtcdV2Client(Settings([("127.0.0.1", 2379)], 2.0))
     prefix = f"/horizon-test/services/v2rec/{uuid.uuid4().hex[:8]}"
     reader = EtcdV2()
     yield V2Record(client, prefix), reader

@@ -11,6 +11,7 @@ from typing import Iterator, Tuple
 import pytest
 
 from supervisor.etcd.errors import Missing
+from supervisor.etcd.store import Settings
 from supervisor.etcd.gateway import Gateway
 from supervisor.etcd.v3 import V3Backend, V3Record, compare_revision
 from tests.support.etcd import EtcdV3, b64, range_end
@@ -22,7 +23,7 @@ RECORD = {"info": '{"task":"t"}', "endpoint": '{"port":1}', "running": "true", "
 @pytest.fixture(params=sorted(SERVERS))
 def store(request: pytest.FixtureRequest, services: None) -> Iterator[Tuple[V3Record, EtcdV3]]:
     host, port = SERVERS[request.param].split(":")
-    backend = V3Backend(Gateway([(host, int(port))], 2.0))
+    backend = V3Backend(Gateway(Settings([(host, int(port))], 2.0)))
     prefix = f"/horizon-test/services/v3rec/{uuid.uuid4().hex[:8]}"
     reader = EtcdV3(f"http://{SERVERS[request.param]}")
     yield backend.record(prefix), reader

@@ -11,6 +11,7 @@ import pytest
 import urllib3
 
 from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.store import Settings
 from supervisor.etcd.gateway import Gateway, range_end
 
 Answer = Tuple[int, Dict[str, Any]]
@@ -38,7 +39,7 @@ class FakeHttp:
 
 def gateway(answers: Dict[str, List[Any]], **kw: Any) -> Tuple[Gateway, FakeHttp]:
     hosts = [("10.0.0.1", 2379), ("10.0.0.2", 2379)][: len(answers)]
-    gw = Gateway(hosts, 1.0, **kw)
+    gw = Gateway(Settings(hosts, 1.0, **kw))
     fake = FakeHttp({f"http://{h}:{p}": answers[f"{h}"] for h, p in hosts})
     gw._http = fake  # type: ignore[assignment]
     return gw, fake
