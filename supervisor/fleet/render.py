@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence
 
-from supervisor.fleet.records import Task
+from supervisor.fleet.records import FINAL, Task
 
 COLUMNS = ("SERVICE", "TASK", "HOST", "STATE", "CPU%", "MEM", "UPTIME", "RESTARTS", "ENDPOINT", "TAGS")
 
@@ -59,37 +59,30 @@ def duration(seconds: Optional[float]) -> str:
 
 def state_text(task: Task) -> str:
     """The state; a finished record's with its exit code: ``stopped (0)``, ``failed (137)``."""
-    state = task.state or "unknown"
-    code = task.status.get("exit_code")
-    return f"{state} ({code})" if task.final and code is not None else state
+    return state_cell(task.state, task.status.get("exit_code"))
 
 
-def uptime(task: Task, now: float) -> Optional[float]:
-    """Seconds since the task (its latest run) started, while it lives; None once it has ended."""
-    started = parse_time(task.status.get("started_at") or task.info.get("started_at"))
-    return None if started is None or task.final or task.state is None else max(0.0, now - started)
-
-
-def container_of(metrics: Dict[str, Any]) -> Dict[str, Any]:
-    container = metrics.get("container")
-    return container if isinstance(container, dict) else {}
+def state_cell(state: Optional[str], exit_code: Any) -> str:
+    return f"{state} ({exit_code})" if state in FINAL and exit_code is not None else state or "unknown"
 
 
 def row(task: Task, now: float) -> Dict[str, Any]:
-    """The task as ``ls --json`` gives it (and each ``watch --json`` line carries)."""
-    container = task.container
-    status = task.status
-    seconds = uptime(task, now)
+    """The task as ``ls --json`` gives it (and each ``watch --json`` line carries). Each document is
+    looked up once: ls makes a thousand of these."""
+    status, container = task.status, task.container
+    state = task.state
+    started = parse_time(status.get("started_at") or task.info.get("started_at"))
+    alive = started is not None and state is not None and state not in FINAL
     return {
         "service": task.service,
         "task": task.task,
         "host": task.host or None,
-        "state": task.state,
+        "state": state,
         "exit_code": status.get("exit_code"),
         "reason": status.get("reason"),
         "cpu_percent": number(container.get("cpu_percent")),
         "memory_bytes": number(container.get("memory_bytes")),
-        "uptime_s": round(seconds, 1) if seconds is not None else None,
+        "uptime_s": round(max(0.0, now - started), 1) if alive and started is not None else None,
         "restarts": status.get("restarts"),
         "endpoint": task.url or None,
         "tags": task.tags,
@@ -99,15 +92,15 @@ def row(task: Task, now: float) -> Dict[str, Any]:
 
 
 def cells(task: Task, now: float) -> List[str]:
-    """The task's row of the text table, in COLUMNS' order."""
+    """The task's row of the text table, in COLUMNS' order (a finished task has no CPU, memory or uptime)."""
     values = row(task, now)
-    cpu = values["cpu_percent"]
+    cpu, restarts, final = values["cpu_percent"], values["restarts"], values["state"] in FINAL
     return [
-        task.service, task.task, task.host or "-", state_text(task),
-        f"{cpu:.1f}" if cpu is not None and not task.final else "-",
-        size(values["memory_bytes"]) if not task.final else "-",
-        duration(values["uptime_s"]), str(values["restarts"] if values["restarts"] is not None else "-"),
-        task.url or "-", ",".join(task.tags) or "-",
+        task.service, task.task, values["host"] or "-", state_cell(values["state"], values["exit_code"]),
+        f"{cpu:.1f}" if cpu is not None and not final else "-",
+        size(values["memory_bytes"]) if not final else "-",
+        duration(values["uptime_s"]), str(restarts if restarts is not None else "-"),
+        values["endpoint"] or "-", ",".join(values["tags"]) or "-",
     ]
 
 
@@ -178,6 +171,11 @@ def sample_time(metrics: Dict[str, Any]) -> Optional[str]:
     if stamp is None:
         return None
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def container_of(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    container = metrics.get("container")
+    return container if isinstance(container, dict) else {}
 
 
 def container_lines(metrics: Dict[str, Any]) -> List[tuple[str, str]]:
