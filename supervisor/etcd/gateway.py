@@ -52,6 +52,11 @@ def range_end(prefix: str) -> str:
     return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode()
 
 
+def anonymous(exc: "GatewayError") -> bool:
+    """etcd with authentication on, asked without a user: "user name is empty" (code 3, HTTP 400)."""
+    return exc.code == INVALID_ARGUMENT and "user name is empty" in exc.message
+
+
 class GatewayError(Exception):
     """A member answered with an error: its gRPC ``code`` and ``message``."""
 
@@ -101,7 +106,7 @@ class Gateway:
                     log.warning("etcd member %s does not answer; using %s", self._names[first], self.describe())
                 return answer
             except GatewayError as exc:
-                if exc.code in (PERMISSION_DENIED, UNAUTHENTICATED) or exc.status in (401, 403):
+                if exc.code in (PERMISSION_DENIED, UNAUTHENTICATED) or exc.status in (401, 403) or anonymous(exc):
                     raise Refused(f"{self.describe()}: {exc.message}") from None
                 if exc.code == NOT_FOUND:
                     raise NotFound(f"{self.describe()}: {exc.message}") from None

@@ -242,8 +242,11 @@ class V2Backend:
         node = self.client.read(prefix.rstrip("/"), wait=True, waitIndex=after + 1, recursive=True, timeout=timeout)
         if node is None:
             return [], after
-        # A deleted or expired directory (a task's record) stands for every key under it.
+        # A deleted or expired directory (a task's record) stands for every key under it; a directory
+        # created or given a new TTL changes no key.
         removed = node.action in ("delete", "expire", "compareAndDelete")
+        if node.dir and not removed:
+            return [], node.modifiedIndex
         return [Entry(node.key, None if removed else node.value, node.modifiedIndex)], node.modifiedIndex
 
     def put(self, key: str, value: str, ttl: int) -> None:

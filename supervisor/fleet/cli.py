@@ -43,6 +43,7 @@ examples:
   horizon stop --service web --tag canary --yes
   horizon logs web/task-1 --tail 200 --follow
   horizon prune --dry-run --older-than 3600
+  horizon sd --listen 127.0.0.1:9273           Prometheus http_sd (or --file PATH for file_sd)
 """
 
 
@@ -71,6 +72,13 @@ def argument(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 
     parse.__name__ = name
     return parse
+
+
+def listen_address(text: str) -> Tuple[str, int]:
+    """HOST:PORT to serve on, the port given (no default would be the one a reader expects)."""
+    if not text.rpartition(":")[2].isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT: give the port too, e.g. 127.0.0.1:9273")
+    return cfg.host_port(text)
 
 
 def task_name(text: str) -> Tuple[str, str]:
@@ -145,6 +153,13 @@ def parser() -> HorizonParser:
     sub.add_argument("--dry-run", "-n", action="store_true", help="say what would be removed, remove nothing")
     sub.add_argument("--older-than", type=argument(cfg.number(0.0), "seconds"), default=600.0, metavar="SECONDS",
                      help="finished records older than this (default 600, the default keep_finished)")
+    sub = command("sd", "Prometheus service discovery: every live task's endpoint as a target (labels service, "
+                  "task, tags), kept current from etcd's watch (v3) or wait (v2); http_sd with --listen, "
+                  "file_sd with --file (written atomically)", "horizon sd --listen 127.0.0.1:9273")
+    sub.add_argument("--listen", type=argument(listen_address, "HOST:PORT"), metavar="HOST:PORT",
+                     help="serve the target list as http_sd JSON here")
+    sub.add_argument("--file", metavar="PATH", help="write the target list here (file_sd), on every change")
+    sub.add_argument("--once", action="store_true", help="with --file: write it once and exit")
     return main
 
 
@@ -365,9 +380,34 @@ def prune_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def discover(args: argparse.Namespace) -> int:
+    from supervisor.fleet import changes, sd
+
+    if not (args.listen or args.file):
+        fail("say where the targets go: --listen HOST:PORT (http_sd), --file PATH (file_sd), or both")
+    if args.once and (args.listen or not args.file):
+        fail("--once writes --file once; it goes without --listen")
+    if args.file and not os.path.isdir(os.path.dirname(os.path.abspath(args.file))):
+        fail(f"--file {args.file}: its directory does not exist; create it or give another path")
+    session = Session(args)
+    trouble: List[Optional[str]] = [None]
+
+    def report(exc: Optional[BaseException]) -> None:
+        if exc is not None and trouble[0] is None:
+            note(f"etcd does not answer ({one_line(exc)}); the targets stay as they were, trying again")
+        elif exc is None and trouble[0] is not None:
+            note("etcd answers again")
+        trouble[0] = one_line(exc) if exc is not None else None
+
+    try:
+        return sd.run(changes.Follower(session.backend, session.namespace), args.listen, args.file, args.once, report)
+    except OSError as exc:
+        fail(f"cannot serve or write the targets: {exc.strerror or exc}", EXIT_FAILED)
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "ls": ls, "show": show, "watch": watch, "stop": act, "pause": act, "resume": act, "logs": read_logs,
-    "prune": prune_records,
+    "prune": prune_records, "sd": discover,
 }
 
 
@@ -401,7 +441,7 @@ def main(argv: Optional[List[str]] = None) -> NoReturn:
     except Unavailable as exc:
         fail(f"etcd does not answer: {one_line(exc)}", EXIT_FAILED)
     except KeyboardInterrupt:
-        code = 0 if args.command == "watch" else 130
+        code = 0 if args.command in ("watch", "sd") else 130
     except BrokenPipeError:  # a reader that stopped reading (| head): not an error
         quiet_stdout()
         code = 0

@@ -203,3 +203,15 @@ def test_a_reader_that_goes_away_is_not_an_error(etcd, monkeypatch, capsys) -> N
     monkeypatch.setattr(cli.render, "ls_table", broken)
     code, _, err = horizon(["ls", *BASE], etcd, monkeypatch, capsys)
     assert code == 0 and err == ""
+
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--etcd", "127.0.0.1:1"], "say where the targets go"),
+    (["--listen", "127.0.0.1"], "give the port too"),
+    (["--listen", "127.0.0.1:9", "--once"], "--once writes --file once"),
+    (["--file", "/no/such/dir/t.json"], "its directory does not exist"),
+])
+def test_sd_needs_somewhere_to_put_the_targets_and_a_port_to_listen_on(etcd, monkeypatch, capsys, args, words) -> None:
+    code, out, err = horizon(["sd", *args], etcd, monkeypatch, capsys)
+    assert code == 2 and out == "" and words in err and len(err.splitlines()) == 1, err

@@ -123,3 +123,10 @@ def test_something_that_is_not_etcd_is_unavailable_not_a_crash() -> None:
     gw, _ = gateway({"10.0.0.1": [(200, ["not", "etcd"])]})
     with pytest.raises(Unavailable, match="not etcd's v3 JSON gateway"):
         gw.call("kv/range", {})
+
+
+def test_an_anonymous_request_to_an_etcd_with_auth_on_is_a_refusal() -> None:
+    empty = {"code": 3, "message": "etcdserver: user name is empty"}
+    gw, _ = gateway({"10.0.0.1": [(400, empty)]})
+    with pytest.raises(Refused, match="user name is empty"):
+        gw.call("kv/range", {})
