@@ -21,7 +21,7 @@ from tests.support import ETCD_HOSTS
 from tests.support.services import services_up
 
 BENCHMARKS = ("sample_cost", "cadence", "endpoint", "freshness", "footprint", "start", "scale", "etcd_client",
-              "cli_ls")
+              "cli_ls", "control_latency")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

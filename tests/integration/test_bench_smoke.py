@@ -35,6 +35,7 @@ EXPECTED = [
     *[("etcd_client", f"put of a 1 KB value, {q}") for q in ("median", "p99")],
     ("etcd_client", "ours, metrics write"), ("etcd_client", "ours, 5-key write"),
     *[("cli_ls", f"horizon ls, {n} records") for n in ("200", "1,000")],
+    ("control_latency", "control request → effect"),
 ]
 
 
