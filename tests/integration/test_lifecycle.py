@@ -222,7 +222,7 @@ def test_missing_image_is_one_line_exit_1_and_nothing_created(supervised):
     assert run.containers() == [] and run.task() is None
 
 
-def test_check_validates_without_running_anything(supervised):
+def test_check_validates_without_running_anything():
     result = subprocess.run(
         [sys.executable, "-m", "supervisor", "--check", "conf/task.ini"], cwd=ROOT, capture_output=True, text=True,
     )
