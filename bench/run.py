@@ -1,6 +1,9 @@
 """``python -m bench [--smoke] [--only NAME,...] [--output PATH]``: run the benchmarks against the real
 engine and a loopback etcd, print one table, and (full run) write bench/RESULTS.md.
 
+``python -m bench chaos ...`` runs the chaos soak instead (bench/chaos.py, its own options: ``python -m
+bench chaos --help``); it is not one of the benchmarks of a full run.
+
 A benchmark is a module with ``NAME`` and ``run(smoke) -> [Row]``. One that fails gives an ERROR row
 and a non-zero exit; one that misses its target does not (benchmarks print, they do not assert).
 """
@@ -23,6 +26,7 @@ from tests.support.services import services_up
 BENCHMARKS = ("sample_cost", "cadence", "endpoint", "freshness", "footprint", "start", "scale", "etcd_client",
               "cli_ls", "control_latency")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SUBCOMMANDS = {"chaos": "bench.chaos"}  # python -m bench NAME ...: a run of its own, with its own options
 
 
 def parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -64,6 +68,9 @@ def run_one(name: str, smoke: bool) -> Tuple[List[Tuple[str, Row]], bool]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        return int(importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:], as_bench=True))
     args = parse(argv)
     started = time.monotonic()
     services_up(quiet=True)
