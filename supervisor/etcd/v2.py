@@ -31,6 +31,14 @@ log = logging.getLogger("horizon-etcd")
 NO_V2_FIX = "set [etcd] api = v3 (etcd serves the v2 API only with --enable-v2, and 3.6 not at all)"
 
 
+class NotThere(Missing):
+    """The key is not there; ``index`` is etcd's index as it answered (where to wait from)."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class CompareFailed(Exception):
     """A conditional request whose condition (prevIndex, prevValue) no longer holds."""
 
@@ -77,7 +85,7 @@ class EtcdV2Client:
                     log.warning("etcd member %s does not answer; using %s", self._name(first), self.describe())
                 return answer
             except etcd.EtcdKeyNotFound as exc:
-                raise Missing(str(exc)) from None
+                raise NotThere(str(exc), int((exc.payload or {}).get("index", 0))) from None
             except etcd.EtcdWatchTimedOut:
                 return None  # a wait that saw no change (an answer, not a failure)
             except etcd.EtcdEventIndexCleared as exc:
@@ -225,8 +233,8 @@ class V2Backend:
     def read_prefix(self, prefix: str) -> Tuple[List[Entry], int]:
         try:
             node = self.client.read(prefix.rstrip("/"), recursive=True)
-        except Missing:
-            return [], self.client.read("/").etcd_index  # nothing there yet: changes from now on
+        except NotThere as exc:  # nothing there yet: changes from etcd's index on (no read outside the prefix)
+            return [], exc.index
         nodes = list(node.get_subtree())
         with_ttl = {n.key for n in nodes if n.ttl is not None}
 
