@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+import psutil
+
 from bench.chaos_faults import START_GRACE, Clock, Engine, Exit, Injector, Say, Timeline, Unit, World, write_ini
 from bench.chaos_oracle import QUIET, Oracle
 from bench.chaos_plan import KINDS, Plan, draw
@@ -110,6 +112,7 @@ class Soak:
         self.systemd = random.Random(args.seed * 7919 + 1)  # restart delays after deaths nobody planned
         self.setup_error = ""
         self.took = 0.0
+        self.tracebacks: List[str] = []  # supervisor generations whose log shows one
 
     # -- timers
 
@@ -293,6 +296,8 @@ class Soak:
         self.oracle.final(self.units, str(self.run_dir))
 
     def teardown(self) -> None:
+        self.tracebacks = [f"{unit.service}.{gen}" for unit in self.units for gen in range(1, unit.gen + 1)
+                           if "Traceback" in unit.output(gen)]
         if self.injector is not None:
             self.injector.thaw_all()
         if self.oracle is not None and not self.oracle.done.is_set():
@@ -325,10 +330,23 @@ class Soak:
                 for log in Path(self.cluster.dir).glob(f"{member.name}.log*"):
                     shutil.copy(log, self.logs / f"etcd-{log.name}")
             self.cluster.stop()
+        if self.engine.private is not None and self.engine.private.log.exists():
+            shutil.copy(self.engine.private.log, self.logs / "dockerd.log")  # the engine's folder goes with it
         try:
             self.engine.close()
         except Exception as exc:  # noqa: BLE001
             self.say(f"teardown: engine: {exc}")
+        # What the private engine may leave: a containerd shim (and its runc init) of a container whose start
+        # was cut short by an engine restart outlives dockerd; every such process names the soak's folder.
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if str(self.work) in " ".join(proc.info["cmdline"] or ()):
+                self.say(f"teardown: killing a process the private engine left: pid {proc.pid} "
+                         f"{' '.join(proc.info['cmdline'])[:100]}")
+                for victim in [*proc.children(recursive=True), proc]:
+                    try:
+                        victim.kill()
+                    except psutil.NoSuchProcess:
+                        pass
 
     # -- the summary
 
@@ -369,6 +387,8 @@ class Soak:
             lines.append(f"checks made: {', '.join(f'{k} {v}' for k, v in oracle.checks.items())}")
             for note in oracle.notes:
                 lines.append(f"note {note}")
+        if self.tracebacks:  # not a violation of the soak's list, but never meant to be seen
+            lines.append(f"note: a Python traceback in the log of supervisor generation(s) {', '.join(self.tracebacks)}")
         violations = oracle.violations if oracle is not None else []
         by_check: Dict[str, int] = {}
         for v in violations:

@@ -565,7 +565,7 @@ class Injector:
                 unit.expect = "stop"
                 self.timeline.stop_asked(unit.index, self.clock.now())
                 self.timeline.unsettle(unit.index, self.clock.now() + fault.hold + START_GRACE)
-            asked = self.clock.now()
+            asked, gen = self.clock.now(), unit.gen
             result = run_control(fault.action, unit, self.world.api, self.cluster.hosts, self.world.namespace)
             tries = 1
             while result.unavailable and tries < 3:  # an operator asks again when etcd did not answer
@@ -581,7 +581,7 @@ class Injector:
             self.timeline.unsettle(unit.index, self.clock.now() + SETTLE)
             self.record(fault, True, f"horizon exit {result.code} after {result.seconds:.2f} s, "
                         f"{tries} tr{'y' if tries == 1 else 'ies'}: {result.line}{after}", at=asked)
-            self.oracle.control_done(fault, unit, result, asked)
+            self.oracle.control_done(fault, unit, result, asked, gen)
             if fault.action == "stop":
                 self.later(max(planned + fault.hold, self.clock.now() + 1), f"operator starts task {unit.index} again",
                            lambda: self.operator_start(unit, fault))

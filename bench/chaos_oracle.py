@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import psutil
 
 from bench.chaos_faults import CONTROL_TIMEOUT, START_GRACE, ControlResult, Exit, Unit, World
-from bench.chaos_plan import Fault
+from bench.chaos_plan import FLAKY_EXIT, Fault
 from tests.support.leftovers import group_processes
 from tests.support.net import http_get
 
@@ -57,6 +57,8 @@ SILENCE = 5.0  # seconds an endpoint may not answer before it is a violation
 POLL_EVERY = 0.25
 ORPHAN_LIMIT = 3.0  # seconds a killed supervisor's workers have to exit
 LOOKS = 3  # a record problem must be seen this many times in a row (about 2 s apart)
+CONTROL_WORDS = ("horizon pause", "horizon resume", "horizon stop", "control request", "hung", "died", "gone",
+                 "failed to", "adopting", "bug", "ended while")  # a supervisor's log lines about a request's fate
 SHM_NAMES = ("psm_", "horizon")  # what multiprocessing.shared_memory (or a named segment of ours) would leave
 
 
@@ -534,8 +536,10 @@ class Oracle:
         node = self.reader().task(self.task_prefix(unit))
         status = (node.keys.get("status") if node else None) or {}
         reason = str(status.get("reason") or "")
-        if (status.get("state") in ("exited", "failed") and status.get("exit_code") == exit.code and exit.code
-                and ("exited with code" in reason and "Docker engine" not in reason)):
+        # Only the flaky task ends by itself, with FLAKY_EXIT (its restart policy giving up, say): any other
+        # end was not the task's own, whatever the record says.
+        if (unit.plan.flavour == "flaky" and exit.code == FLAKY_EXIT and status.get("state") == "failed"
+                and status.get("exit_code") == FLAKY_EXIT and f"exited with code {FLAKY_EXIT}" in reason):
             self.note(f"task {unit.index}: supervisor generation {exit.gen} exited {exit.code}: the task ended by "
                       f"itself ({reason})")
             return True
@@ -546,12 +550,16 @@ class Oracle:
                     [f"its record: {short(status, 500)}", *self.recent(unit.index), *unit.tail(25, exit.gen)])
         return False
 
-    def control_done(self, fault: Fault, unit: Unit, result: ControlResult, asked: float) -> None:
-        """The effect of a request horizon took (not one it refused)."""
+    def control_done(self, fault: Fault, unit: Unit, result: ControlResult, asked: float, gen: int) -> None:
+        """The effect of a request horizon took (not one it refused); ``gen``: the supervisor's generation
+        when it was asked."""
         self.checks["control effects"] += 1
         container = f"{unit.service}.{unit.task}"
         evidence = [f"horizon {fault.action} exit {result.code} after {result.seconds:.2f} s: "
                     + " | ".join(result.output.strip().splitlines()[-4:])]
+        if result.code != 0:  # what became of the request, in every generation since it was asked
+            evidence += [f"  log {unit.service}.{g}: {line}" for g in range(max(1, gen), unit.gen + 1)
+                         for line in unit.output(g).splitlines() if any(word in line for word in CONTROL_WORDS)][-16:]
         if result.code != 0:
             state = http_get(f"{unit.url}/status", timeout=2)
             want = {"pause": "paused", "resume": "running", "stop": "stopped"}[fault.action or ""]
@@ -561,7 +569,7 @@ class Oracle:
             self.report("control", unit.index, f"horizon {fault.action} (fault #{fault.n}, asked at +{asked:.2f} s) "
                         f"exited {result.code}, {effect}",
                         evidence + [f"endpoint /status now: {state[0]} {short(state[1], 300)}",
-                                    *self.recent(unit.index, asked - 15), *unit.tail(20)])
+                                    *self.recent(unit.index, asked - 15)])
             return
         if fault.action == "stop":
             gen = unit.gen
@@ -574,10 +582,13 @@ class Oracle:
                 problems.append(f"its supervisor still runs {CONTROL_TIMEOUT} s after the record said stopped")
             elif unit.gen == gen and code != 0:
                 problems.append(f"its supervisor exited {code}, not 0")
-            time.sleep(1.0)
-            containers = self.engine.containers([unit.service])
+            containers = None
+            deadline = time.monotonic() + 30  # the engine may be restarting: ask until it answers
+            while containers is None and time.monotonic() < deadline:
+                time.sleep(1.0)
+                containers = self.engine.containers([unit.service])
             if unit.gen == gen and containers is not None and containers[unit.service]:
-                problems.append(f"its container is still there: {containers[unit.service]}")
+                problems.append(f"its container is still there after the supervisor's end: {containers[unit.service]}")
             if problems:
                 self.report("control", unit.index, f"horizon stop (fault #{fault.n}): {'; '.join(problems)}",
                             evidence + self.recent(unit.index, asked - 15) + unit.tail(gen=gen))

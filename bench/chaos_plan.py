@@ -108,11 +108,14 @@ POLITE = "sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
 BUSY = "sh -c 'trap \"exit 0\" TERM; for i in 1 2 3; do sleep 100000 & done; while true; do sleep 0.1; done'"
 
 
+FLAKY_EXIT = 3  # the only way a task of the soak ends by itself: the flaky one, after its life
+
+
 def flaky(life: float) -> str:
-    """Runs ``life`` seconds, then fails with exit code 3 (and stops at once on SIGTERM, exit 0)."""
+    """Runs ``life`` seconds, then fails with exit code FLAKY_EXIT (and stops at once on SIGTERM, exit 0)."""
     ticks = int(life * 10)
     return (f"sh -c 'trap \"exit 0\" TERM; i=0; while [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; "
-            "exit 3'")
+            f"exit {FLAKY_EXIT}'")
 
 
 @dataclass
