@@ -22,7 +22,7 @@ import base64
 import json
 import logging
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import urllib3
 
@@ -180,19 +180,20 @@ class Gateway:
         """Read a watch's stream (one JSON object per line, each wrapped in "result") for up to
         ``watch_for`` seconds, until a message carries events or cancels the watch."""
         deadline = time.monotonic() + watch_for
-        buffer, last = b"", {}  # type: Tuple[bytes, Dict[str, Any]]
+        buffer = b""
         try:
             for chunk in response.stream(4096, decode_content=False):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     message = json.loads(line or b"{}")
-                    last = message.get("result", message)
-                    if "error" in message and not last:
-                        raise GatewayError(200, int(message["error"].get("code", 0)),
-                                           str(message["error"].get("message", "watch failed")))
-                    if last.get("events") or last.get("canceled"):
-                        return last
+                    if "result" not in message and "error" in message:  # the stream failed (auth, no leader)
+                        error = message["error"]
+                        raise GatewayError(200, int(error.get("grpc_code", error.get("code", 0))),
+                                           str(error.get("message", "watch failed")))
+                    result: Dict[str, Any] = message.get("result", message)
+                    if result.get("events") or result.get("canceled"):
+                        return result
                 if time.monotonic() >= deadline:
                     break
         except urllib3.exceptions.ReadTimeoutError:
@@ -200,7 +201,7 @@ class Gateway:
         finally:
             response.close()  # a watch never ends by itself: this connection is done
             response.release_conn()
-        return {"header": last.get("header", {})} if last else {}
+        return {}
 
     def close(self) -> None:
         self._http.clear()

@@ -4,6 +4,7 @@ only when one cannot serve."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,13 +25,15 @@ class FakeHttp:
         self.answers = answers
         self.asked: List[Tuple[str, Dict[str, Any], Optional[str]]] = []
 
-    def request(self, method: str, url: str, body: bytes, headers: Dict[str, str]) -> Any:
+    def request(self, method: str, url: str, body: bytes, headers: Dict[str, str], **options: Any) -> Any:
         base, path = url.split("/v3/")
         self.asked.append((f"{base[7:]} {path}", json.loads(body), headers.get("Authorization")))
         answer = self.answers[base].pop(0)
         if isinstance(answer, Exception):
             raise answer
         status, document = answer
+        if isinstance(document, bytes):  # a watch's stream: its lines as they come
+            return urllib3.HTTPResponse(body=io.BytesIO(document), status=status, preload_content=False)
         return urllib3.HTTPResponse(body=json.dumps(document).encode(), status=status, preload_content=True)
 
     def clear(self) -> None:
@@ -130,3 +133,16 @@ def test_an_anonymous_request_to_an_etcd_with_auth_on_is_a_refusal() -> None:
     gw, _ = gateway({"10.0.0.1": [(400, empty)]})
     with pytest.raises(Refused, match="user name is empty"):
         gw.call("kv/range", {})
+
+
+def test_a_watch_returns_the_first_message_with_events_and_a_failed_stream_is_an_error() -> None:
+    created = b'{"result":{"header":{"revision":"7"},"created":true}}\n'
+    put = b'{"result":{"events":[{"kv":{"key":"YQ==","mod_revision":"8"}}]}}\n'
+    failed = b'{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}\n'
+    gw, _ = gateway({"10.0.0.1": [(200, created + put)], "10.0.0.2": []})
+    assert gw.call("watch", {}, watch_for=1.0)["events"][0]["kv"]["mod_revision"] == "8"
+    gw, _ = gateway({"10.0.0.1": [(200, created)]})
+    assert gw.call("watch", {}, watch_for=1.0) == {}  # only the creation came
+    gw, fake = gateway({"10.0.0.1": [(200, created + failed)], "10.0.0.2": [(200, created + put)]})
+    assert gw.call("watch", {}, watch_for=1.0)["events"]  # the failed member is left for the next
+    assert gw.describe() == "10.0.0.2:2379" and len(fake.asked) == 2
