@@ -233,10 +233,7 @@ class HistoryHandler(JsonHandler):
         raw = self.get_query_argument("since", "0")
         if not raw.isdigit() or len(raw) > 18:
             return self.refuse(400, f"since={raw[:20]!r}: give the seq of the last sample you have, e.g. since=120")
-        self.send(to_json({"interval": self.interval, "samples": self.slots_history(int(raw))}))
-
-    def slots_history(self, since: int) -> List[Dict[str, Any]]:
-        return self.documents.slots.history.since(since)
+        self.send(to_json({"interval": self.interval, "samples": self.documents.slots.history.since(int(raw))}))
 
 
 class StatusHandler(JsonHandler):

@@ -21,6 +21,7 @@ import os
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from supervisor.etcd.errors import Refused, Unavailable
 from supervisor.fleet.changes import Follower
 from supervisor.fleet.records import Fleet
 
@@ -98,8 +99,6 @@ def run(follower: Follower, listen: Optional[Tuple[str, int]], path: Optional[st
         trouble: Callable[[Optional[BaseException]], None]) -> int:
     """Discover until interrupted (or once, with ``once``): ``trouble`` hears of etcd's silences (None when
     it answers again); a refusal ends it."""
-    from supervisor.etcd.errors import Refused, Unavailable
-
     latest = Latest()
     if listen is not None:
         http_server(listen, latest)
