@@ -54,9 +54,7 @@ class Child:
         self.process = process
         self.inbox = inbox
         self.outbox = outbox
-        self.spawned_at = time.monotonic()
         self.hung = False  # killed by us for missing its heartbeat
-        self.odd_beat_logged = False
 
     @property
     def pid(self) -> int:
@@ -256,7 +254,7 @@ class Arbiter:
         wake = [now + IDLE_WAKE]
         for role in self.roles:
             if role.child is not None and not role.child.hung:
-                wake.append(max(self.due(role, role.child) + self.grace, self.judge_hangs_from))
+                wake.append(max(self.heartbeats[role.name].due + self.grace, self.judge_hangs_from))
             elif role.child is None and role.wanted and role.restarts.restart_at is not None:
                 wake.append(role.restarts.restart_at)
         deadline = self.conductor.wake_at()
@@ -287,21 +285,8 @@ class Arbiter:
             self.ping_watchdog(now)
             self.next_watchdog = now + self.notifier.watchdog_interval
 
-    def due(self, role: Role, child: Child) -> float:
-        """When the worker promised to beat again. A promise dated before the worker's own start cannot be
-        one (seen, rarely, under load: a heartbeat that read about 0): it is logged, and the worker is
-        given its start-up allowance from its start instead of being killed on it."""
-        due = self.heartbeats[role.name].due
-        if due >= child.spawned_at:
-            return due
-        if not child.odd_beat_logged:
-            child.odd_beat_logged = True
-            log.error("bug? the %s worker's heartbeat reads %.3f, before its start at %.3f; judging it from its start",
-                      role.name, due, child.spawned_at)
-        return child.spawned_at + STARTUP_ALLOWANCE
-
     def check_heartbeat(self, role: Role, child: Child, now: float) -> None:
-        due = self.due(role, child)
+        due = self.heartbeats[role.name].due
         late = now - due
         if late > self.grace:
             log.error("the %s worker (pid %d) made no progress for %.1f s past its heartbeat (due at %.3f): hung; "
@@ -320,7 +305,7 @@ class Arbiter:
         for role in self.roles:
             if role.wanted and role.child is None:
                 return f"the {role.name} worker is not running"
-            if role.child is not None and now > self.due(role, role.child):
+            if role.child is not None and now > self.heartbeats[role.name].due:
                 return f"the {role.name} worker is late with its heartbeat"
         return self.conductor.problem(now)
 

@@ -20,6 +20,11 @@ reader copies length and payload between two reads of ``seq``; it retries when `
 changed, or when the crc does not match (the crc covers CPUs that reorder stores, where Python has no
 barrier). Readers never block the writer; a reader that keeps losing the race gives up and reports no
 change. ``written_at`` (monotonic) tells the parent how fresh a sample is without decoding it.
+
+Every word another process reads outside a slot's seqlock (a heartbeat, ``seq``, ``written_at``) is
+stored through a typed ``memoryview`` (one 8-byte store), never with ``struct.pack_into``: that zeroes
+its bytes before writing them, and a reader in another process saw 0.000 there (a heartbeat "due at 0"
+got a healthy worker killed as hung; measured: 5% of reads during back-to-back writes).
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ import msgpack
 from supervisor import frames
 from supervisor.frames import TaskKey
 
-_HEADER = struct.Struct("=QIId")
-_SEQ = struct.Struct("=Q")
-_STAMP = struct.Struct("=d")
+_HEADER = struct.Struct("=QIId")  # seq, length, crc32, written_at
+_SIZES = struct.Struct("=II")  # length and crc32, read only between two reads of seq
+_SIZES_OFFSET = 8
 _STAMP_OFFSET = 16
+_WORD = 8
 _READ_ATTEMPTS = 100
 HEARTBEAT_PAGE = 4096
 
@@ -53,19 +59,21 @@ REPORT_CAPACITY = 4096
 class Slot:
     def __init__(self, buf: memoryview, name: str) -> None:
         self._buf = buf
+        self._seq = buf[:_WORD].cast("Q")
+        self._stamp = buf[_STAMP_OFFSET:_STAMP_OFFSET + _WORD].cast("d")
         self.name = name
         self.capacity = len(buf) - _HEADER.size
 
     @property
     def seq(self) -> int:
         """How many times the slot was written (x2); cheap enough to poll for changes."""
-        seq: int = _SEQ.unpack_from(self._buf, 0)[0]
+        seq: int = self._seq[0]
         return seq
 
     @property
     def written_at(self) -> float:
         """When the slot was last written (monotonic seconds; 0.0 when never)."""
-        stamp: float = _STAMP.unpack_from(self._buf, _STAMP_OFFSET)[0]
+        stamp: float = self._stamp[0]
         return stamp
 
     def write(self, data: bytes) -> None:
@@ -73,11 +81,12 @@ class Slot:
             raise frames.ProtocolError(
                 f"{self.name} document of {len(data)} bytes exceeds its {self.capacity}-byte slot"
             )
-        seq = self.seq
-        _SEQ.pack_into(self._buf, 0, seq + 1)
+        seq = self._seq[0]
+        self._seq[0] = seq + 1
         self._buf[_HEADER.size:_HEADER.size + len(data)] = data
-        _HEADER.pack_into(self._buf, 0, seq + 1, len(data), zlib.crc32(data), time.monotonic())
-        _SEQ.pack_into(self._buf, 0, seq + 2)
+        _SIZES.pack_into(self._buf, _SIZES_OFFSET, len(data), zlib.crc32(data))
+        self._stamp[0] = time.monotonic()
+        self._seq[0] = seq + 2
 
     def read(self) -> Tuple[int, Optional[bytes]]:
         """Return (seq, payload); payload is None when the slot was never written."""
@@ -88,7 +97,7 @@ class Slot:
             if seq % 2 or length > self.capacity:
                 continue
             data = bytes(self._buf[_HEADER.size:_HEADER.size + length])
-            if _SEQ.unpack_from(self._buf, 0)[0] == seq and zlib.crc32(data) == crc:
+            if self._seq[0] == seq and zlib.crc32(data) == crc:
                 return seq, data
         return self.seq, None
 
@@ -153,16 +162,16 @@ class Heartbeat:
     processes). The worker moves it forward as it works; the parent reads it to find a hung worker."""
 
     def __init__(self, buf: memoryview) -> None:
-        self._buf = buf
+        self._due = buf.cast("d")
 
     @property
     def due(self) -> float:
-        due: float = _STAMP.unpack_from(self._buf, 0)[0]
+        due: float = self._due[0]
         return due
 
     def promise(self, seconds: float) -> None:
-        """Progress again within ``seconds`` from now (an aligned 8-byte store: never seen torn)."""
-        _STAMP.pack_into(self._buf, 0, time.monotonic() + seconds)
+        """Progress again within ``seconds`` from now (one aligned 8-byte store)."""
+        self._due[0] = time.monotonic() + seconds
 
 
 class SharedMemory:
@@ -172,7 +181,7 @@ class SharedMemory:
     def __init__(self, roles: Iterable[str], tasks: Iterable[TaskKey], history: int = 0) -> None:
         """``history``: how many samples each task's ring keeps (0: none)."""
         roles, tasks = list(roles), list(tasks)
-        if len(roles) * _STAMP.size > HEARTBEAT_PAGE:
+        if len(roles) * _WORD > HEARTBEAT_PAGE:
             raise ValueError(f"{len(roles)} heartbeats do not fit in one page")
         report = _HEADER.size + REPORT_CAPACITY
         names = ["supervisor", *roles]
@@ -181,7 +190,7 @@ class SharedMemory:
         self._map = mmap.mmap(-1, HEARTBEAT_PAGE + report * len(names) + per_task * len(tasks), flags=mmap.MAP_SHARED)
         view = memoryview(self._map)
         self.heartbeats = {
-            role: Heartbeat(view[i * _STAMP.size:(i + 1) * _STAMP.size]) for i, role in enumerate(roles)
+            role: Heartbeat(view[i * _WORD:(i + 1) * _WORD]) for i, role in enumerate(roles)
         }
         offset = HEARTBEAT_PAGE
         self.reports = {name: Slot(view[offset + i * report:offset + (i + 1) * report], f"{name} report")

@@ -84,6 +84,34 @@ def test_the_write_time_is_seen_without_decoding() -> None:
     assert before <= latest.metrics.written_at <= time.monotonic()
 
 
+def _rewrite_words(shm: SharedMemory, seconds: float) -> None:
+    latest = shm.tasks[TASK]
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(200):
+            shm.heartbeats["publisher"].promise(30.0)
+        latest.status.write(b"running")
+    os._exit(0)
+
+
+def test_words_read_outside_the_seqlock_never_read_as_zero_while_rewritten() -> None:
+    """struct.pack_into zeroes its bytes before writing them: a heartbeat read as 0 got a healthy worker
+    killed as hung. A reader in another process must only ever see whole values."""
+    shm = SharedMemory(roles=["container", "publisher"], tasks=[TASK])
+    latest = shm.tasks[TASK]
+    shm.heartbeats["publisher"].promise(30.0)
+    latest.status.write(b"starting")
+    writer = multiprocessing.get_context("fork").Process(target=_rewrite_words, args=(shm, 0.5))
+    writer.start()
+    reads = zeros = 0
+    while writer.is_alive():
+        for _ in range(200):
+            reads += 1
+            zeros += shm.heartbeats["publisher"].due == 0.0 or latest.status.written_at == 0.0 or latest.status.seq == 0
+    writer.join()
+    assert reads > 10_000 and zeros == 0
+
+
 def _promise(shm: SharedMemory) -> None:
     shm.heartbeats["publisher"].promise(30.0)
     os._exit(0)
