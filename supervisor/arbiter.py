@@ -25,12 +25,13 @@ import multiprocessing
 import os
 import select
 import signal
+import sys
 import time
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from supervisor import HELD_SIGNALS, channel
 from supervisor.frames import Frame, TaskKey
-from supervisor.link import WorkerStart
+from supervisor.link import EXIT_ORPHANED, WorkerStart
 from supervisor.notify import Notifier
 from supervisor.restarts import Restarts, State
 from supervisor.shm import Heartbeat, SharedMemory
@@ -142,8 +143,15 @@ class Conductor(Protocol):
 
 def run_worker(module: str, start: WorkerStart, *args: Any) -> None:
     """A worker's entry point, imported in the child after the fork: the parent never imports docker,
-    python-etcd or tornado, so each worker's RSS holds only its own library (~40 MB less in all)."""
-    __import__(module, fromlist=["run"]).run(start, *args)
+    python-etcd or tornado, so each worker's RSS holds only its own library (~40 MB less in all).
+
+    A pipe to the parent broken under a worker's write means the parent was killed: the worker leaves as
+    an orphan does (the container stays for the next supervisor to adopt), with one line, no traceback."""
+    try:
+        __import__(module, fromlist=["run"]).run(start, *args)
+    except BrokenPipeError:
+        logging.getLogger(start.role).warning("the supervisor is gone (its pipe is closed); exiting")
+        sys.exit(EXIT_ORPHANED)
 
 
 class Arbiter:

@@ -30,7 +30,8 @@ Kinds and who sends them:
               not written yet, or stale), and why etcd refused us when it answered but said no (bad
               credentials, no such API) with what to change; sent when any of them changes.
 ``finished``  publisher -> parent. ``{"published": bool}``: the final record was written (or not).
-``control``   parent -> container. ``{"action": "stop" | "pause" | "resume"}``: act on the task.
+``control``   parent -> container. ``{"action": "stop" | "pause" | "resume", "id": str}``: act on the
+              task; a pause or resume it cannot act on is answered in the status (``refused``).
               publisher -> parent. ``{"action", "id", "by"}``: a request from the fleet, read from the
               task's control key in etcd (workers/control.py); the parent decides (a stop is its own).
 ``finish``    parent -> publisher. ``{}``: write the final record, then exit.
@@ -47,12 +48,14 @@ from typing import Any, Dict, List, NamedTuple
 
 import msgpack
 
+from supervisor.state import CONTROL_EFFECTS
+
 VERSION = 2
 MAX_FRAME_BYTES = 1 << 20
 KINDS = frozenset(
     {"metrics", "status", "info", "error", "etcd", "finished", "control", "finish"}
 )
-CONTROL_ACTIONS = ("stop", "pause", "resume")
+CONTROL_ACTIONS = tuple(CONTROL_EFFECTS)
 # Kinds that may be replaced by a newer frame of the same kind and task while still unsent.
 COALESCING_KINDS = frozenset({"metrics"})
 # The bytes every frame starts with (``encode`` writes "v" and "kind" first): readers resynchronise on it.

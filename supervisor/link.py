@@ -15,6 +15,8 @@ from supervisor.shm import Heartbeat
 MAX_WAIT = 0.5
 BEAT_SLACK = 0.2
 
+STOP_GRACE = 20.0  # seconds beyond stop_timeout the parent gives the container worker to report a stop
+
 EXIT_DONE = 0  # finished its job: the task's end is recorded, or the final record is written
 EXIT_FATAL = 3  # a user-facing error was sent in an ``error`` frame; restarting cannot help
 EXIT_ORPHANED = 4  # the parent is gone

@@ -54,9 +54,12 @@ class ContainerRole(FlowRole):
         return self.flow.config, self.flow.shm
 
     def replay(self) -> None:
-        if self.flow.ending.stop_requested:
-            for key in self.flow.views:
+        """A stop asked, or a pause or resume not yet seen done: the worker that died may not have acted."""
+        for key, view in self.flow.views.items():
+            if self.flow.ending.stop_requested:
                 self.send("control", key, {"action": "stop"})
+            elif view.pending is not None:
+                self.send("control", key, view.pending)
 
     def on_frame(self, frame: Frame) -> None:
         if frame.kind == "error":

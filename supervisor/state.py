@@ -48,6 +48,11 @@ _ENDS = FINAL_STATES | {TaskState.RESTARTING}
 
 # state -> the states it may move to. Restarting may repeat (a refused start is published again with its
 # new delay); nothing else moves to itself, and nothing leaves a final state.
+# What each control request (``horizon stop|pause|resume``) asks for: the state that shows it done.
+CONTROL_EFFECTS: Mapping[str, TaskState] = {
+    "stop": TaskState.STOPPED, "pause": TaskState.PAUSED, "resume": TaskState.RUNNING,
+}
+
 TRANSITIONS: Mapping[TaskState, FrozenSet[TaskState]] = {
     TaskState.STARTING: frozenset({TaskState.RUNNING, TaskState.PAUSED, TaskState.STOPPING} | _ENDS),
     TaskState.RUNNING: frozenset({TaskState.PAUSED, TaskState.STOPPING} | _ENDS),
@@ -83,6 +88,8 @@ class Status:
     restarts: int = 0
     restart_in_s: Optional[float] = None  # only while restarting
     last_logs: List[str] = field(default_factory=list)  # the container's last lines, once the task ended
+    # The control request the task could not act on, in the document that answers it: {id, action, reason}
+    refused: Optional[Dict[str, str]] = None
 
     @property
     def running(self) -> bool:
@@ -97,6 +104,7 @@ class Status:
     def from_dict(cls, document: Mapping[str, Any]) -> "Status":
         """Read a status document back; unknown keys (a newer writer's) are ignored."""
         lines = document.get("last_logs")
+        refused = document.get("refused")
         return cls(
             state=TaskState(document["state"]),
             updated_at=str(document.get("updated_at") or ""),
@@ -108,7 +116,16 @@ class Status:
             restarts=int(document.get("restarts") or 0),
             restart_in_s=document.get("restart_in_s"),
             last_logs=[str(line) for line in lines] if isinstance(lines, list) else [],
+            refused={str(k): str(v) for k, v in refused.items()} if isinstance(refused, dict) else None,
         )
+
+    def settles(self, action: str, request_id: str) -> bool:
+        """Whether this document closes a control request: its effect shows, the task refused it, or the
+        task ended (nothing more will come of it). Until then the request is kept, to be acted on again
+        by whoever takes over (a restarted worker, a restarted supervisor)."""
+        if self.state.final or self.state is CONTROL_EFFECTS[action]:
+            return True
+        return self.refused is not None and bool(request_id) and self.refused.get("id") == request_id
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from supervisor.arbiter import Arbiter
 from supervisor.config import Config
 from supervisor.ending import Ending, Phase, StartupError
 from supervisor.frames import Frame, TaskKey
-from supervisor.link import BEAT_SLACK, MAX_WAIT
+from supervisor.link import BEAT_SLACK, MAX_WAIT, STOP_GRACE
 from supervisor.lock import AlreadySupervised, TaskLock
 from supervisor.notify import Notifier
 from supervisor.roles import ContainerRole, EndpointRole, FlowRole, PublisherRole
@@ -30,7 +30,6 @@ from supervisor.state import LIVE_STATES, Status, fresh_within
 
 log = logging.getLogger("supervisor")
 
-STOP_GRACE = 20.0  # seconds beyond stop_timeout for the engine to report the stop
 MIN_HANG_GRACE = 1.2  # seconds past its promised beat before a worker is hung, at the least
 RESTART_MARGIN = 0.8  # seconds to reap a killed worker, back off 0.1 s and start the next one, with room
 
@@ -43,7 +42,13 @@ class TaskView:
         self.documents: Dict[str, bytes] = {}  # kind -> the latest encoded frame
         self.status: Optional[Status] = None
         self.etcd: Dict[str, Any] = {}  # the publisher's latest ``etcd`` report
+        self.pending: Optional[Dict[str, Any]] = None  # the pause or resume passed on and not settled yet
         self.ready_sent = False
+
+    def settle(self) -> None:
+        """Forget the pending pause or resume once the latest status shows it done, refused, or moot."""
+        if self.pending is not None and self.status is not None and self.status.settles(self.pending["action"], self.pending["id"]):
+            self.pending = None
 
 
 def endpoint_document(config: Config, port: int) -> Dict[str, Any]:
@@ -140,7 +145,11 @@ class TaskFlow:
             self.stop(f"horizon stop from {by}")
         elif action in ("pause", "resume") and self.ending.phase is Phase.RUNNING and self.container_role.wanted:
             log.info("horizon %s from %s", action, by)
-            self.container_role.send("control", key, {"action": action})
+            view = self.view(key)
+            if view is not None:  # replayed to a restarted container worker until its status settles it
+                view.pending = {"action": action, "id": str(request.get("id") or "")}
+                self.container_role.send("control", key, view.pending)
+                view.settle()
         elif action in ("pause", "resume"):
             log.info("horizon %s from %s: ignored, the task is ending", action, by)
         else:
@@ -183,6 +192,7 @@ class TaskFlow:
         if frame.kind == "status":
             view.status = Status.from_dict(frame.body)
             self.ending.status = view.status
+            view.settle()
             self.maybe_ready(view)
 
     def etcd_report(self, key: TaskKey, report: Dict[str, Any]) -> None:

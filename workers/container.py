@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import docker
 import docker.errors
@@ -39,7 +39,7 @@ from docker.models.containers import Container
 from supervisor import frames
 from supervisor.config import Config
 from supervisor.frames import CONTROL_ACTIONS, TaskKey
-from supervisor.link import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, MAX_WAIT, WorkerStart
+from supervisor.link import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, MAX_WAIT, STOP_GRACE, WorkerStart
 from supervisor.restarts import Policy, Restarts, State as RestartState
 from supervisor.selfstats import SelfReport
 from supervisor.shm import SharedMemory, TaskSlots
@@ -56,9 +56,19 @@ LABEL_SERVICE = "horizon.service"
 LABEL_TASK = "horizon.task"
 ENGINE_TIMEOUT = 30  # seconds one engine call may take (the SDK's socket timeout)
 ENGINE_OUTAGE_LIMIT = 60.0  # seconds without the engine before the task is declared failed
+ENDING_OUTAGE_LIMIT = STOP_GRACE - 5  # seconds a stop or a removal waits for the engine: within the parent's wait
 LAST_LOGS_TIMEOUT = 5  # seconds to read the ended container's last lines: they must not hold its end back
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 LIVE = frozenset({"running", "paused", "restarting"})
+T = TypeVar("T")
+
+
+def engine_away(exc: BaseException) -> bool:
+    """The engine did not answer at all (its socket missing, refused or closed: dockerd restarting), as
+    opposed to answering with an error, which trying again would not change."""
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return True
+    return isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
 
 
 class FatalError(Exception):
@@ -170,7 +180,8 @@ class ContainerWorker:
         self.watch = worker.watch
         self.pulse = worker.pulse
         self.stop_requested = False
-        self.pause_requested: Optional[bool] = None  # True: pause, False: resume, None: nothing asked
+        self.pause_requested: Optional[Dict[str, Any]] = None  # the latest pause or resume frame not acted on
+        self.published: Optional[Status] = None  # the latest status published
         self.start_error: Optional[str] = None
         self.engine_retry_at = 0.0
         self.outage_seen = False  # the engine went away while this run of the container was watched
@@ -190,7 +201,8 @@ class ContainerWorker:
              last_logs: Sequence[str] = ()) -> None:
         """Move the task's state and publish it; an illegal move is refused and logged by the machine."""
         if self.machine.move(to):
-            self.output.status(self.machine.status(ended, restart_in_s, last_logs))
+            self.published = self.machine.status(ended, restart_in_s, last_logs)
+            self.output.status(self.published)
 
     def read_control(self) -> None:
         for frame in self.inbox.read():
@@ -200,7 +212,7 @@ class ContainerWorker:
             if action == "stop":
                 self.stop_requested = True
             elif action in CONTROL_ACTIONS:
-                self.pause_requested = action == "pause"
+                self.pause_requested = frame.body
             else:
                 log.error("bug: a control frame with action %r, not one of %s", action, ", ".join(CONTROL_ACTIONS))
         if self.inbox.eof:
@@ -212,13 +224,44 @@ class ContainerWorker:
 
     # -- the engine ---------------------------------------------------------------------------
 
+    def ride_out(self, what: str, call: Callable[[], T], limit: float = ENGINE_OUTAGE_LIMIT,
+                 bound: float = 2 * ENGINE_TIMEOUT) -> T:
+        """``call()`` (an engine call that may take ``bound`` seconds), tried again every second while the
+        engine does not answer, for up to ``limit`` seconds: a restarting dockerd is gone for seconds, and
+        a worker that gave up on it would record a live task as failed. Any other error, or the engine
+        still away after ``limit``, is raised."""
+        away_since: Optional[float] = None
+        while True:
+            try:
+                with self.pulse.busy(bound):
+                    return call()
+            except ENGINE_ERRORS as exc:
+                now = time.monotonic()
+                first = away_since is None
+                away_since = now if away_since is None else away_since
+                if not engine_away(exc) or now - away_since >= limit:
+                    raise
+                if first:
+                    log.warning("the Docker engine does not answer while %s (%s); trying again for up to %.0f s",
+                                what, exc, limit)
+            retry_at = time.monotonic() + 1.0
+            while time.monotonic() < retry_at:
+                self.check_parent()
+                self.pulse.beat()
+                self.wait_until(retry_at)
+
     def connect(self) -> docker.DockerClient:
-        try:
-            with self.pulse.busy(2 * ENGINE_TIMEOUT):
-                client = docker.from_env(timeout=ENGINE_TIMEOUT)
-                client.ping()
+        """A client of the engine. A task already run by this supervisor (or by a killed one before it: its
+        seq goes on) rides out an engine restart; a first start fails at once, naming the fix."""
+        def reach() -> docker.DockerClient:
+            client = docker.from_env(timeout=ENGINE_TIMEOUT)
+            client.ping()
             return client
-        except docker.errors.DockerException as exc:
+
+        ran_before = self.recorded is not None or self.output.seq > 0
+        try:
+            return self.ride_out("connecting", reach, ENGINE_OUTAGE_LIMIT if ran_before else 0.0)
+        except ENGINE_ERRORS as exc:
             raise FatalError(
                 f"cannot reach the Docker engine ({exc}): start dockerd, or point DOCKER_HOST at it"
             ) from None
@@ -250,11 +293,13 @@ class ContainerWorker:
             ) from None
 
     def find(self, client: docker.DockerClient) -> Optional[Container]:
+        name = container_name(self.config)
         try:
-            with self.pulse.busy(ENGINE_TIMEOUT):
-                container: Container = client.containers.get(container_name(self.config))
+            container: Container = self.ride_out("finding the container", lambda: client.containers.get(name))
         except docker.errors.NotFound:
             return None
+        except ENGINE_ERRORS as exc:
+            raise FatalError(f"the Docker engine cannot tell about container {name!r}: {exc}") from None
         labels = container.labels
         if labels.get(LABEL_TASK) != self.config.task.name or labels.get(LABEL_SERVICE) != self.config.task.service:
             raise FatalError(
@@ -400,17 +445,20 @@ class ContainerWorker:
             self.move(TaskState.PAUSED if container.status == "paused" else TaskState.RUNNING)
 
     def start(self, container: Container) -> bool:
-        """Start the container; False when the engine refuses (command not found, ...)."""
+        """Start the container; False when the engine refuses (command not found, ...) or stays away."""
         self.restarts.started(time.monotonic())  # a refused start counts as a start, or it never gives up
-        with self.pulse.busy(2 * ENGINE_TIMEOUT):
-            try:
-                container.start()
-            except docker.errors.APIError as exc:
-                container.reload()
-                self.start_error = exc.explanation or str(exc)
-                return False
-            container.reload()
-        self.start_error = None
+        try:
+            self.ride_out("starting the container", container.start)
+            self.start_error = None
+        except ENGINE_ERRORS as exc:
+            self.start_error = getattr(exc, "explanation", None) or str(exc)
+        try:
+            self.ride_out("inspecting the container", container.reload)
+        except ENGINE_ERRORS as exc:
+            self.start_error = self.start_error or f"cannot inspect the started container: {exc}"
+            self.engine_lost = True
+        if self.start_error:
+            return False
         self.outage_seen = False
         self.mark_started(container)
         return container.status in LIVE
@@ -453,10 +501,11 @@ class ContainerWorker:
             while True:
                 self.check_parent()
                 if self.stop_requested:
-                    self.stop(container)
-                    return ended_run(container.attrs, stopped=True)
+                    problem = self.stop(container)
+                    return self.vanished(problem) if problem else ended_run(container.attrs, stopped=True)
                 if self.pause_requested is not None:
-                    self.pause_or_resume(container, self.pause_requested)
+                    request, self.pause_requested = self.pause_requested, None
+                    self.pause_or_resume(container, request["action"] == "pause", str(request.get("id", "")))
                 now = time.monotonic()
                 if self._exit_seen.is_set() and now >= self.engine_retry_at:
                     try:
@@ -493,21 +542,33 @@ class ContainerWorker:
             if sampler is not None:
                 sampler.close()
 
-    def pause_or_resume(self, container: Container, pause: bool) -> None:
-        """``docker pause`` (the cgroup freezer) or unpause; sampling goes on either way."""
-        self.pause_requested = None
+    def pause_or_resume(self, container: Container, pause: bool, request_id: str = "") -> None:
+        """``docker pause`` (the cgroup freezer) or unpause; sampling goes on either way. A request that
+        cannot be acted on is answered in the status (``refused``), so whoever asked learns it at once."""
+        action = "pause" if pause else "resume"
         have, want = (TaskState.RUNNING, TaskState.PAUSED) if pause else (TaskState.PAUSED, TaskState.RUNNING)
+        if self.machine.state is want:
+            log.info("%s asked while the task is %s already: nothing to do", action, want.value)
+            return
         if self.machine.state is not have:
-            log.info("%s asked while the task is %s: nothing to do", "pause" if pause else "resume", self.machine.state.value)
+            self.refuse(action, request_id, f"the task is {self.machine.state.value}")
             return
         try:
             with self.pulse.busy(2 * ENGINE_TIMEOUT):
                 container.pause() if pause else container.unpause()
                 container.reload()
         except ENGINE_ERRORS as exc:
-            log.error("the Docker engine failed to %s the container: %s", "pause" if pause else "resume", exc)
+            reason = getattr(exc, "explanation", None) or str(exc)
+            self.refuse(action, request_id, f"the Docker engine failed to {action} the container: {reason}")
             return
         self.move(want)
+
+    def refuse(self, action: str, request_id: str, reason: str) -> None:
+        """Publish the current status again, answering the request it could not act on."""
+        log.error("cannot %s the task: %s", action, reason)
+        current = self.published or self.machine.status()
+        self.published = replace(current, updated_at=utc_now(), refused={"id": request_id, "action": action, "reason": reason})
+        self.output.status(self.published)
 
     def confirm_engine(self) -> None:
         """Raise unless a new connection reaches the engine.
@@ -559,26 +620,32 @@ class ContainerWorker:
         if self.report is not None:
             self.report.maybe(lambda: {"frames_coalesced": self.outbox.coalesced})
 
-    def stop(self, container: Container) -> None:
+    def stop(self, container: Container) -> Optional[str]:
+        """Stop the container, riding out an engine restart; why it could not be stopped, or None."""
         task = self.config.task
         self.move(TaskState.STOPPING)
         log.info("stopping container %s: %s, then SIGKILL after %ss", container.name, task.stop_signal, task.stop_timeout)
+
+        def stop_it() -> None:
+            container.reload()  # as it is now: an engine restart may have stopped or unpaused it
+            if container.status == "paused":  # a frozen task cannot handle its stop signal
+                container.unpause()
+            container.stop(timeout=task.stop_timeout)
+            container.reload()
+
         try:
-            with self.pulse.busy(task.stop_timeout + 3 * ENGINE_TIMEOUT):  # unpause, stop (its own wait), inspect
-                if container.status == "paused":  # a frozen task cannot handle its stop signal
-                    container.unpause()
-                container.stop(timeout=task.stop_timeout)
-                container.reload()
+            self.ride_out("stopping the container", stop_it, ENDING_OUTAGE_LIMIT, task.stop_timeout + 4 * ENGINE_TIMEOUT)
         except docker.errors.NotFound:
             pass
         except ENGINE_ERRORS as exc:
-            log.error("the Docker engine failed to stop the container: %s", exc)
+            return f"the Docker engine failed to stop the container ({exc}); it is left for the next supervisor"
+        return None
 
     def finish(self, container: Container, ended: Ended) -> int:
         self.move(ended.state, ended, last_logs=self.last_logs(container))
         self.output.seq_file.remove()
         log.info("task %s: %s (exit code %s)", ended.state.value, ended.reason, ended.exit_code)
-        if self.config.task.remove:
+        if self.config.task.remove and not self.engine_lost:  # lost: nothing to remove, or no engine to ask
             self.remove(container)
         drain(self.outbox, self.pulse, 5.0)
         return EXIT_DONE
@@ -603,8 +670,7 @@ class ContainerWorker:
     def remove(self, container: Container) -> None:
         """Remove an ended container (``remove = true``); one already gone is fine."""
         try:
-            with self.pulse.busy(ENGINE_TIMEOUT):
-                container.remove(force=True)
+            self.ride_out("removing the container", lambda: container.remove(force=True), ENDING_OUTAGE_LIMIT)
         except docker.errors.NotFound:
             pass
         except ENGINE_ERRORS as exc:

@@ -4,9 +4,10 @@ A request is a key under ``{namespace}/control/`` (supervisor/etcd/layout.py) wr
 A thread of the publisher watches that prefix (v3 watch, v2 wait: a request shows at once, it is not
 polled for) with a backend of its own, so the publisher's loop never waits on it, and hands each
 request for one of the publisher's tasks over through a queue and a pipe the loop selects on. The loop
-then passes it to the parent (a ``control`` frame) and deletes the key, guarded by its revision: a
-request is acted on once. Requests already there when the watch starts (written while no supervisor
-was up) count too; a request nobody takes expires with its own TTL.
+then passes it to the parent (a ``control`` frame, once per id) and deletes the key, guarded by its
+revision, once the task's status settles it (``Status.settles``). Requests already there when the watch
+starts (written while no supervisor was up, or taken by a supervisor killed before it acted) count too;
+a request nobody takes expires with its own TTL.
 """
 
 from __future__ import annotations

@@ -310,6 +310,7 @@ class PublisherWorker:
         self.report = report
         self.stats = stats
         self.acted: Dict[TaskKey, str] = {}  # the id of the last request passed on, per task
+        self.pending: Dict[TaskKey, Request] = {}  # passed on, and kept in etcd until the status settles it
         self.inbox = worker.inbox
         self.outbox = worker.outbox
         self.watch = worker.watch
@@ -321,6 +322,8 @@ class PublisherWorker:
             log.error("bug: a %s frame for %s, a task this publisher does not keep", frame.kind, frame.task.path)
             return
         record.take(frame.kind, frame.body)
+        if frame.kind == "status":
+            self.settle(frame.task)
 
     def figures(self) -> Dict[str, Any]:
         """The publisher's own report (supervisor/selfstats.py): its etcd requests and each record's state."""
@@ -360,12 +363,24 @@ class PublisherWorker:
             self.wait()
 
     def pass_on(self, request: Request) -> None:
-        """A control request to the parent, once (by id), and out of etcd (guarded by its revision)."""
+        """A control request to the parent, once (by id). Its key stays in etcd until the task's status
+        settles it, so a supervisor killed before acting leaves it to the next one."""
         if request.id and self.acted.get(request.task) == request.id:
             return
         self.acted[request.task] = request.id
+        self.pending[request.task] = request
         log.info("control request from %s: %s %s", request.by, request.action, request.task.path)
         self.send("control", request.task, {"action": request.action, "id": request.id, "by": request.by})
+        self.settle(request.task)
+
+    def settle(self, key: TaskKey) -> None:
+        """Delete the task's pending request from etcd (guarded by its revision) once its status shows the
+        effect, the refusal or the task's end."""
+        request = self.pending.get(key)
+        status = self.records[key].status
+        if request is None or status is None or not status.settles(request.action, request.id):
+            return
+        del self.pending[key]
         try:
             self.backend.delete(request.key, request.revision)
         except Unavailable as exc:

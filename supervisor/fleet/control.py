@@ -2,8 +2,8 @@
 
 A request is one key, ``{namespace}/control/{service}/{task}`` (layout.control_key), holding
 ``{"action","id","requested_at","by"}`` with a TTL of its own (the wait's timeout and 5 s), so a request
-nobody takes goes by itself. The task's supervisor watches that key, acts once and deletes it; the
-record shows the effect (``status.state``). Nothing is asked of a task that does not exist, has ended,
+nobody takes goes by itself. The task's supervisor watches that key, acts once and deletes it once the
+record shows the effect (``status.state``) or its refusal (``status.refused``, with the request's id). Nothing is asked of a task that does not exist, has ended,
 or is not in a state the action applies to: each gets one line, and nothing is written.
 
 The wait follows the tasks' records with ``Backend.wait`` (changes.Follower), never polling. A request
@@ -88,15 +88,19 @@ def common_prefix(paths: Sequence[str]) -> str:
     return "/".join(shared) + "/"
 
 
-def outcome(task: Optional[Task], action: str) -> Optional[str]:
-    """None while the effect is still awaited; "" once it shows; else why it never will (one line)."""
-    effect = ACTIONS[action][1]
+def outcome(task: Optional[Task], one: Request) -> Optional[str]:
+    """None while the effect is still awaited; "" once it shows; else why it never will (one line). A
+    record gone is awaited too: a lease lost to a frozen etcd leader comes back with the next write."""
+    effect = ACTIONS[one.action][1]
     if task is None:
-        return "its record is gone from etcd"
+        return None
     if task.state == effect:
         return ""
     if task.final:
         return f"it ended {state_text(task)} instead of {effect}"
+    refused = task.status.get("refused")
+    if isinstance(refused, dict) and refused.get("id") == one.id:
+        return f"its supervisor could not {one.action} it: {refused.get('reason')}"
     return None
 
 
@@ -119,7 +123,7 @@ def await_effect(backend: Backend, namespace: str, fleet: Fleet, revision: int, 
     while True:
         for one in requests:
             if one.task.name not in done:
-                problem = outcome(follower.fleet.get(one.task.service, one.task.task), one.action)
+                problem = outcome(follower.fleet.get(one.task.service, one.task.task), one)
                 if problem is not None:
                     done[one.task.name] = Result(one, problem or None, clock() - started)
         left = timeout - (clock() - started)
@@ -141,7 +145,7 @@ def timed_out(backend: Backend, namespace: str, fleet: Fleet, one: Request, time
     if pending is None:
         taken = "its supervisor took the request"
     elif backend.delete(one.key, pending.revision):
-        taken = "nobody took the request (withdrawn): is its supervisor running, and a version that watches control keys?"
+        taken = "the request is withdrawn: is its supervisor running, and a version that watches control keys?"
     else:
         taken = "its supervisor took the request just now"
     return f"no {ACTIONS[one.action][1]} state within {timeout:g} s: {seen}; {taken}"

@@ -9,8 +9,11 @@ import os
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
+import time
+
 import docker.errors
 import pytest
+import requests
 
 from supervisor import channel
 from supervisor.config import build
@@ -19,7 +22,7 @@ from supervisor.link import EXIT_DONE
 from supervisor.shm import SharedMemory
 from supervisor.state import Status, TaskState
 from tests.unit.memory import TASK
-from workers.container import ContainerWorker
+from workers.container import ContainerWorker, FatalError
 from workers.process import Pulse
 
 
@@ -60,6 +63,7 @@ class FakeOutput:
         self.statuses: List[Status] = []
         self.emitted: List[str] = []
         self.last: Optional[Status] = None  # what a previous worker of this supervisor published
+        self.seq = 0  # no sample yet: a first start
 
     def last_status(self) -> Optional[Status]:
         return self.last
@@ -83,7 +87,7 @@ def worker():
                    lambda section, key: f"[{section}] {key}", "test", None)
     parent = channel.Outbox(write_fd)
     output = FakeOutput()
-    process = SimpleNamespace(inbox=channel.Inbox(read_fd), outbox=None, watch=None,
+    process = SimpleNamespace(inbox=channel.Inbox(read_fd), outbox=None, watch=SimpleNamespace(gone=lambda: False),
                               pulse=Pulse(shm.heartbeats["container"], 0.1))
     yield ContainerWorker(config, output, process), parent, output  # type: ignore[arg-type]
     os.close(read_fd)
@@ -101,11 +105,12 @@ def test_control_frames_are_read_for_the_workers_own_task_only(worker) -> None:
     parent.send("control", TaskKey("web", "another"), {"action": "stop"})
     parent.send("control", TASK, {"action": "pause"})
     container_worker.read_control()
-    assert container_worker.stop_requested is False and container_worker.pause_requested is True
-    parent.send("control", TASK, {"action": "resume"})
+    assert container_worker.stop_requested is False and container_worker.pause_requested == {"action": "pause"}
+    parent.send("control", TASK, {"action": "resume", "id": "r1"})
     parent.send("control", TASK, {"action": "stop"})
     container_worker.read_control()
-    assert container_worker.stop_requested is True and container_worker.pause_requested is False
+    assert container_worker.stop_requested is True
+    assert container_worker.pause_requested == {"action": "resume", "id": "r1"}
 
 
 def test_pause_then_resume_moves_the_state_and_publishes_it(worker) -> None:
@@ -127,13 +132,108 @@ def test_a_request_that_does_not_apply_does_nothing(worker, status: str, pause: 
     assert container.calls == [] and output.states == before
 
 
-def test_an_engine_that_refuses_to_pause_leaves_the_state_alone(worker) -> None:
+def test_an_engine_that_refuses_to_pause_leaves_the_state_alone_and_answers_the_request(worker) -> None:
     container_worker, _, output = worker
     container = running(container_worker)
     container.fail = True
-    container_worker.pause_or_resume(container, pause=True)
-    assert container.calls == ["pause"] and output.states == ["running"]
+    container_worker.pause_or_resume(container, pause=True, request_id="abc")
+    assert container.calls == ["pause"] and output.states == ["running", "running"]
     assert container_worker.machine.state is TaskState.RUNNING
+    answer = output.statuses[-1]
+    assert answer.refused == {"id": "abc", "action": "pause",
+                              "reason": "the Docker engine failed to pause the container: cannot pause"}
+    assert answer.settles("pause", "abc") and not answer.settles("pause", "another")
+    container.fail = False
+    container_worker.pause_or_resume(container, pause=True, request_id="abd")
+    assert output.statuses[-1].state is TaskState.PAUSED and output.statuses[-1].refused is None
+
+
+def test_a_pause_asked_while_restarting_is_answered_with_the_state(worker) -> None:
+    container_worker, _, output = worker
+    running(container_worker)
+    container_worker.machine.move(TaskState.RESTARTING)
+    container_worker.pause_or_resume(FakeContainer(), pause=True, request_id="r9")  # type: ignore[arg-type]
+    assert output.statuses[-1].refused == {"id": "r9", "action": "pause", "reason": "the task is restarting"}
+
+
+class EngineAway(FakeContainer):
+    """A container whose engine does not answer for its first ``away`` calls (dockerd restarting)."""
+
+    def __init__(self, status: str = "running", away: int = 2) -> None:
+        super().__init__(status)
+        self.away = away
+
+    def _act(self, call: str, status: str) -> None:
+        if self.away > 0:
+            self.away -= 1
+            self.calls.append(f"{call}: away")
+            raise requests.exceptions.ConnectionError("('Connection aborted.', FileNotFoundError(2, 'No such file'))")
+        super()._act(call, status)
+
+    def start(self) -> None:
+        self._act("start", "running")
+
+
+@pytest.fixture
+def quick_retries(monkeypatch) -> None:
+    """ride_out's one-second pause between tries, made instant."""
+    monkeypatch.setattr(ContainerWorker, "wait_until", lambda self, deadline: time.sleep(0.001))
+    monkeypatch.setattr("workers.container.time.monotonic", FastClock())
+
+
+class FastClock:
+    """A monotonic clock where each reading is half a second after the previous one."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 0.5
+        return self.now
+
+
+def test_a_stop_rides_out_an_engine_restart_and_then_stops(worker, quick_retries) -> None:
+    container_worker, _, output = worker
+    container = EngineAway()
+    container_worker.mark_started(container)  # type: ignore[arg-type]
+    assert container_worker.stop(container) is None  # type: ignore[arg-type]
+    assert container.calls == ["stop: away", "stop: away", "stop"] and container.status == "exited"
+
+
+def test_a_stop_the_engine_never_answers_is_not_recorded_as_stopped(worker, quick_retries) -> None:
+    container_worker, _, _ = worker
+    container = EngineAway(away=10_000)
+    container_worker.mark_started(container)  # type: ignore[arg-type]
+    problem = container_worker.stop(container)  # type: ignore[arg-type]
+    assert problem is not None and problem.startswith("the Docker engine failed to stop the container (")
+    assert problem.endswith("it is left for the next supervisor")
+    assert len(container.calls) > 2 and container.status == "running"
+
+
+def test_a_start_rides_out_an_engine_restart(worker, quick_retries) -> None:
+    container_worker, _, output = worker
+    container = EngineAway(status="created")
+    assert container_worker.start(container) is True  # type: ignore[arg-type]
+    assert container.calls == ["start: away", "start: away", "start"] and output.states == ["running"]
+
+
+def test_a_first_start_without_the_engine_fails_at_once_a_restarted_one_waits(worker, monkeypatch, quick_retries) -> None:
+    container_worker, _, _ = worker
+    tries: List[str] = []
+
+    def no_engine(**kwargs: Any) -> Any:
+        tries.append("from_env")
+        raise docker.errors.DockerException("Error while fetching server API version: connection refused")
+
+    monkeypatch.setattr("workers.container.docker.from_env", no_engine)
+    with pytest.raises(FatalError, match="cannot reach the Docker engine .*: start dockerd, or point DOCKER_HOST at it"):
+        container_worker.connect()
+    assert tries == ["from_env"]
+    container_worker.output.seq = 42  # type: ignore[attr-defined]  # this task ran before: ride out a restart
+    tries.clear()
+    with pytest.raises(FatalError):
+        container_worker.connect()
+    assert len(tries) > 10
 
 
 def test_a_paused_container_is_adopted_as_paused_and_unpaused_before_its_stop(worker) -> None:

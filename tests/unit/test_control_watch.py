@@ -1,18 +1,22 @@
 """The control watch hands over each request for one of its tasks once it shows in etcd, ignores what is
-not a request of ours, reads again after etcd compacted its history, and keeps watching through an outage."""
+not a request of ours, reads again after etcd compacted its history, and keeps watching through an outage;
+the publisher passes each request on once and deletes it only once the task's status settles it."""
 
 from __future__ import annotations
 
 import json
 import threading
+from types import SimpleNamespace
 from typing import List, Tuple
 
 from supervisor.etcd.errors import Missing, Unavailable
 from supervisor.etcd.store import Entry
-from supervisor.frames import TaskKey
+from supervisor.frames import Frame, TaskKey
+from supervisor.state import Status
 from tests.support.waiting import wait_for
 from workers import control
 from workers.control import ControlWatch, parse
+from workers.publisher import PublisherWorker
 
 WEB = TaskKey("web", "t1")
 KEY = "/ns/control/web/t1"
@@ -68,3 +72,36 @@ def test_pending_requests_then_new_ones_through_compaction_and_an_outage(monkeyp
     taken: List[str] = []
     wait_for(lambda: taken.extend(r.action for r in watch.take()) or len(taken) >= 3, 5, "three requests")
     assert taken == ["stop", "pause", "resume"] and backend.reads == 2
+
+
+class Taking:
+    """A record as the publisher worker sees it: the latest status it took."""
+
+    def __init__(self) -> None:
+        self.status = None
+
+    def take(self, kind: str, body: dict) -> None:
+        self.status = Status.from_dict(body)
+
+
+def test_the_publisher_keeps_a_request_in_etcd_until_the_tasks_status_settles_it() -> None:
+    """A supervisor killed after taking a request but before acting leaves the key to the next one."""
+    deleted: List[Tuple[str, int]] = []
+    sent: List[Tuple[str, dict]] = []
+    backend = SimpleNamespace(delete=lambda key, revision: deleted.append((key, revision)) or True)
+    worker = SimpleNamespace(inbox=None, outbox=None, watch=None, pulse=None)
+    publisher = PublisherWorker({WEB: Taking()}, worker, backend)  # type: ignore[arg-type, dict-item]
+    publisher.send = lambda kind, key, body: sent.append((kind, body))  # type: ignore[method-assign]
+    publisher.receive(Frame("status", WEB, {"state": "running", "updated_at": ""}))
+    [pause] = [parse(request("pause", "p1"), {KEY: WEB})]
+    publisher.pass_on(pause)
+    publisher.pass_on(pause)  # the watch handing it over again (a re-read after compaction)
+    assert sent == [("control", {"action": "pause", "id": "p1", "by": "ops@host"})] and deleted == []
+    publisher.receive(Frame("status", WEB, {"state": "running", "updated_at": ""}))
+    assert deleted == []
+    publisher.receive(Frame("status", WEB, {"state": "paused", "updated_at": ""}))
+    assert deleted == [(KEY, 7)]
+    publisher.pass_on(parse(request("resume", "r2", revision=9), {KEY: WEB}))  # type: ignore[arg-type]
+    publisher.receive(Frame("status", WEB, {"state": "paused", "updated_at": "",
+                                            "refused": {"id": "r2", "action": "resume", "reason": "engine"}}))
+    assert deleted[-1] == (KEY, 9)

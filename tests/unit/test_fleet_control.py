@@ -128,8 +128,8 @@ def test_a_request_nobody_takes_times_out_saying_what_it_saw_and_is_withdrawn(et
     etcd.react = None
     code, out, err = horizon(["pause", *BASE, "web/t1", "--timeout", "0.2"], etcd, monkeypatch, capsys)
     assert code == 1 and out == ""
-    assert err == ("horizon: error: web/t1: no paused state within 0.2 s: it is still running; nobody took the "
-                   "request (withdrawn): is its supervisor running, and a version that watches control keys?\n")
+    assert err == ("horizon: error: web/t1: no paused state within 0.2 s: it is still running; the request is "
+                   "withdrawn: is its supervisor running, and a version that watches control keys?\n")
     assert f"{NS}/control/web/t1" not in etcd.keys
 
 
@@ -146,10 +146,34 @@ def test_a_stop_that_ends_otherwise_says_how(etcd, monkeypatch, capsys) -> None:
     assert code == 1 and err == "horizon: error: web/t1: it ended failed (143) instead of stopped\n"
 
 
-def test_a_record_gone_while_waiting(etcd, monkeypatch, capsys) -> None:
+def test_a_record_gone_while_waiting_is_awaited_back(etcd, monkeypatch, capsys) -> None:
+    """etcd 3.5 may revoke a lease when its frozen leader resumes (etcd-io/etcd#15247): the supervisor
+    writes the record again, with the effect, and the wait sees it."""
+    def gone_then_back(etcd_: FakeEtcd, key: str, request: Dict[str, Any]) -> None:
+        etcd_.idle.append(lambda: etcd_.drop(etcd_.task_prefix("web", "t1")))
+        etcd_.idle.append(lambda: etcd_.add("web", "t1", state="paused"))
+        etcd_.idle.append(lambda: etcd_.delete(key, etcd_.keys[key][1]))
+
+    etcd.react = gone_then_back
+    code, out, err = horizon(["pause", *BASE, "web/t1"], etcd, monkeypatch, capsys)
+    assert code == 0 and err == "" and out.startswith("web/t1 paused (")
+
+
+def test_a_record_that_stays_gone_times_out_saying_so(etcd, monkeypatch, capsys) -> None:
     etcd.react = lambda etcd_, key, request: etcd_.idle.append(lambda: etcd_.drop(etcd_.task_prefix("web", "t1")))
-    code, _, err = horizon(["stop", *BASE, "web/t1"], etcd, monkeypatch, capsys)
-    assert code == 1 and err == "horizon: error: web/t1: its record is gone from etcd\n"
+    code, _, err = horizon(["stop", *BASE, "web/t1", "--timeout", "0.2"], etcd, monkeypatch, capsys)
+    assert code == 1 and err.startswith("horizon: error: web/t1: no stopped state within 0.2 s: its record is gone;")
+
+
+def test_a_request_the_supervisor_refuses_ends_the_wait_with_its_reason(etcd, monkeypatch, capsys) -> None:
+    def refuse(etcd_: FakeEtcd, key: str, request: Dict[str, Any]) -> None:
+        refused = {"id": request["id"], "action": "pause", "reason": "the Docker engine failed to pause the container"}
+        etcd_.idle.append(lambda: etcd_.status("web", "t1", refused=refused))
+
+    etcd.react = refuse
+    code, _, err = horizon(["pause", *BASE, "web/t1"], etcd, monkeypatch, capsys)
+    assert code == 1 and err == ("horizon: error: web/t1: its supervisor could not pause it: "
+                                 "the Docker engine failed to pause the container\n")
 
 
 def test_a_user_who_may_not_write_is_told_so(etcd, monkeypatch, capsys) -> None:

@@ -89,3 +89,36 @@ def test_a_required_etcd_that_answers_lets_the_container_start(flow_for) -> None
     flow = flow_for(required="true")
     etcd(flow, state=None)
     assert flow.container_role.wanted is True and flow.ending.failure is None
+
+
+def test_a_pause_is_replayed_to_a_restarted_container_worker_until_a_status_settles_it(flow_for, monkeypatch) -> None:
+    """The container worker may die between the request and its act: the next one is asked again."""
+    flow = flow_for()
+    sent: List[Any] = []
+    monkeypatch.setattr(flow.container_role, "send", lambda kind, key, body: sent.append((kind, body)))
+    status(flow, "running")
+    flow.control(flow.config.key, {"action": "pause", "id": "p1", "by": "ops@h"})
+    assert sent == [("control", {"action": "pause", "id": "p1"})]
+    flow.container_role.replay()  # a restarted worker
+    assert sent[-1] == ("control", {"action": "pause", "id": "p1"}) and len(sent) == 2
+    status(flow, "paused")
+    flow.container_role.replay()
+    assert len(sent) == 2  # settled: nothing more to replay
+
+
+def test_a_refused_request_is_settled_and_a_stop_replaces_a_pending_pause(flow_for, monkeypatch) -> None:
+    flow = flow_for()
+    sent: List[Any] = []
+    monkeypatch.setattr(flow.container_role, "send", lambda kind, key, body: sent.append((kind, body)))
+    status(flow, "running")
+    flow.control(flow.config.key, {"action": "pause", "id": "p1"})
+    data = frames.encode("status", flow.config.key, {"state": "running", "updated_at": "",
+                                                      "refused": {"id": "p1", "action": "pause", "reason": "no"}})
+    flow.task_document(frames.decode(data))
+    flow.container_role.replay()
+    assert len(sent) == 1
+    flow.control(flow.config.key, {"action": "pause", "id": "p2"})
+    flow.stop("SIGTERM")
+    sent.clear()
+    flow.container_role.replay()
+    assert sent == [("control", {"action": "stop"})]
