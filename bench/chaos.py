@@ -60,6 +60,8 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=INTERVAL, help=f"[metrics] interval (default {INTERVAL})")
     parser.add_argument("--plan", action="store_true", help="print the plan (tasks and every fault) and exit")
     parser.add_argument("--keep", action="store_true", help="keep the soak's files even when nothing was found")
+    parser.add_argument("--record", action="store_true", help="append this run's row (with its date and commit) "
+                        "to bench/CHAOS.md, which bench/RESULTS.md includes")
     parser.add_argument("--shared-engine", action="store_true", help="use the shared Docker engine (then the "
                         "engine is never restarted) instead of a private dockerd")
     args = parser.parse_args(argv)
@@ -467,6 +469,10 @@ def main(argv: Optional[List[str]] = None, as_bench: bool = False) -> int:
         results = rows(soak)
         print(report.table(results))
         print("\nrows for bench/RESULTS.md:\n" + report.markdown(results))
+    if args.record:
+        from bench import report
+
+        report.record_soak(rows(soak), soak.took)
     if interrupted:
         return 130
     return 1 if failed else 0

@@ -16,6 +16,9 @@ from tests.support import ETCD_HOSTS, ROOT
 from tests.support.etcd import etcd_client
 
 CHANGES = Path(__file__).resolve().parent / "CHANGES.md"
+SOAKS = Path(__file__).resolve().parent / "CHAOS.md"  # chaos soaks run with --record, one row each
+SOAKS_HEADER = ("## Chaos soaks\n\nEach row is one `python -m bench chaos --record` run (bench/chaos.py), appended "
+                "by the run itself with its date and commit. A soak is not part of a full `python -m bench` run.\n\n")
 COLUMNS = ("benchmark", "what", "figure", "baseline (same run)", "ratio", "target", "met?")
 
 
@@ -40,6 +43,19 @@ def markdown(results: Sequence[Tuple[str, Row]]) -> str:
     for name, row in results:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in (*cells(name, row), row.note)) + " |")
     return "\n".join(out)
+
+
+def record_soak(results: Sequence[Tuple[str, Row]], took: float) -> None:
+    """Append a soak's row to bench/CHAOS.md, dated and with its commit (the table starts with the file)."""
+    commit = _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=10"])
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = markdown(results).splitlines()
+    if not SOAKS.exists():
+        SOAKS.write_text(SOAKS_HEADER + "| when | commit | took | " + rows[0][2:] + "\n|---|---|---|" + rows[1][1:] + "\n",
+                         encoding="utf-8")
+    with SOAKS.open("a", encoding="utf-8") as out:
+        for row in rows[2:]:
+            out.write(f"| {stamp} | {commit} | {took / 60:.1f} min {row}\n")
 
 
 def _first_line(argv: List[str]) -> str:
@@ -104,6 +120,8 @@ def results_md(results: Sequence[Tuple[str, Row]], about: Dict[str, str], mode: 
         markdown(results),
         "",
     ]
+    if SOAKS.exists():
+        lines += [SOAKS.read_text(encoding="utf-8").strip(), ""]
     if changes:
         lines += [changes, ""]
     return "\n".join(lines)
