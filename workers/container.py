@@ -228,8 +228,10 @@ class ContainerWorker:
                  bound: float = 2 * ENGINE_TIMEOUT) -> T:
         """``call()`` (an engine call that may take ``bound`` seconds), tried again every second while the
         engine does not answer, for up to ``limit`` seconds: a restarting dockerd is gone for seconds, and
-        a worker that gave up on it would record a live task as failed. Any other error, or the engine
-        still away after ``limit``, is raised."""
+        a worker that gave up on it would record a live task as failed. Once back, an engine still
+        restoring its containers answers with server errors for a moment (seen: a start cut by the restart,
+        tried again, "task ...: already exists" until the engine cleaned it up): after an outage these are
+        tried again too. Any other error, or the engine still away after ``limit``, is raised."""
         away_since: Optional[float] = None
         while True:
             try:
@@ -237,9 +239,10 @@ class ContainerWorker:
                     return call()
             except ENGINE_ERRORS as exc:
                 now = time.monotonic()
+                restoring = away_since is not None and isinstance(exc, docker.errors.APIError) and exc.is_server_error()
                 first = away_since is None
                 away_since = now if away_since is None else away_since
-                if not engine_away(exc) or now - away_since >= limit:
+                if not (engine_away(exc) or restoring) or now - away_since >= limit:
                     raise
                 if first:
                     log.warning("the Docker engine does not answer while %s (%s); trying again for up to %.0f s",

@@ -217,6 +217,32 @@ def test_a_start_rides_out_an_engine_restart(worker, quick_retries) -> None:
     assert container.calls == ["start: away", "start: away", "start"] and output.states == ["running"]
 
 
+def test_a_start_cut_by_an_engine_restart_rides_out_the_engine_restoring(worker, quick_retries) -> None:
+    """The first try reached the engine before it went; the engine, back, refuses the next one with a
+    server error until it has cleaned up what the restart left (seen in the soak: exit 128)."""
+    container_worker, _, output = worker
+    container = EngineAway(status="created", away=1)
+    refusals = [docker.errors.APIError("task 3596e68a: already exists", response=SimpleNamespace(status_code=500))]
+
+    def start() -> None:
+        if container.away == 0 and refusals:
+            container.calls.append("start: restoring")
+            raise refusals.pop()
+        EngineAway.start(container)
+
+    container.start = start  # type: ignore[method-assign]
+    assert container_worker.start(container) is True  # type: ignore[arg-type]
+    assert container.calls == ["start: away", "start: restoring", "start"] and output.states == ["running"]
+
+
+def test_a_start_the_engine_refuses_without_an_outage_is_not_tried_again(worker, quick_retries) -> None:
+    container_worker, _, output = worker
+    container = FakeContainer(status="created", fail=True)
+    container.start = lambda: container._act("start", "running")  # type: ignore[attr-defined]
+    assert container_worker.start(container) is False  # type: ignore[arg-type]
+    assert container.calls == ["start"] and container_worker.start_error == "cannot start"
+
+
 def test_a_first_start_without_the_engine_fails_at_once_a_restarted_one_waits(worker, monkeypatch, quick_retries) -> None:
     container_worker, _, _ = worker
     tries: List[str] = []
