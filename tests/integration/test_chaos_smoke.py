@@ -2,9 +2,9 @@
 seed, a short soak on each etcd API, both at once (two subprocesses, each with its own etcd cluster and
 private dockerd), and the plan it draws is the seed's alone.
 
-Two minutes of faults each, not three: with setup, the settling after the last fault and the end's checks,
-each soak takes about 3.5 minutes of wall time, and the whole suite must stay near 10-12 minutes (the
-longer soaks, with several seeds, are recorded in bench/RESULTS.md)."""
+Three minutes of faults each, as the issue asks: with setup, the settling after the last fault and the end's
+checks, each soak takes about 4.5 minutes of wall time, the two side by side (the longer soaks, with several
+seeds, are recorded in bench/CHAOS.md, which bench/RESULTS.md includes)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from bench.chaos_plan import GAP, KINDS, draw
 from tests.support import ROOT
 
 SEED = 12
-MINUTES = 2
+MINUTES = 3
 APIS = ("v2", "v3")
 
 
