@@ -1,4 +1,4 @@
-"""etcd client (issue 9): our own client of etcd's v3 JSON gateway on urllib3 (supervisor/etcd/gateway.py)
+"""etcd client (issue 9): our own client of etcd's v3 JSON gateway on http.client (supervisor/etcd/gateway.py)
 against etcd3gw, the maintained library over the same gateway (on requests; no authentication).
 
 Each client runs in a fresh interpreter of its own (``python -m bench.etcd_client CLIENT ...``), so that

@@ -4,14 +4,16 @@ Every key is declared once: as a field of the section's dataclass, whose metadat
 and default. The ini reader, the command line and the documentation all come from those fields, so a
 key cannot be valid in one place and unknown in another. A bad value raises ``ConfigError`` naming the
 file, section and key, what was wrong and what is allowed; nothing is ever warned about and skipped.
+
+``horizon`` (supervisor/fleet) reads the [etcd] section alone, and pays for every import before it lists
+anything: what only a whole task file or a mistake needs (hashlib and uuid for the default task name,
+frames and its msgpack for ``Config.key``, difflib for suggestions) is imported where it is used.
 """
 
 from __future__ import annotations
 
 import configparser
 import dataclasses
-import difflib
-import hashlib
 import ipaddress
 import os
 import re
@@ -19,12 +21,13 @@ import shlex
 import signal
 import socket
 import ssl
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple
 
 from supervisor.etcd import layout
-from supervisor.frames import TaskKey
+
+if TYPE_CHECKING:
+    from supervisor.frames import TaskKey
 
 Converter = Callable[[str], Any]
 
@@ -319,6 +322,8 @@ class Config:
 
     @property
     def key(self) -> TaskKey:
+        from supervisor.frames import TaskKey  # see the module doc
+
         return TaskKey(self.task.service, self.task.name)
 
     @property
@@ -337,6 +342,8 @@ Where = Callable[[str, str], str]
 
 
 def _nearest(word: str, candidates: Any) -> str:
+    import difflib  # see the module doc
+
     match = difflib.get_close_matches(word, list(candidates), n=1)
     return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(sorted(candidates))}"
 
@@ -384,6 +391,9 @@ def build(values: Mapping[str, Mapping[str, str]], where: Where, source: str, ta
     if not task["service"]:
         task["service"] = default_service(task["image"])
     if not task["name"]:
+        import hashlib  # these two: see the module doc
+        import uuid
+
         digest = hashlib.sha256(task_seed.encode()).hexdigest() if task_seed else uuid.uuid4().hex
         task["name"] = f"task-{digest[:12]}"
     if not endpoint["advertise"]:
@@ -418,6 +428,8 @@ def check_etcd_security(etcd_: Dict[str, Any], where: Where) -> None:
     if bool(etcd_["cert"]) != bool(etcd_["key"]):
         missing = "key" if etcd_["cert"] else "cert"
         raise ConfigError(f"{where('etcd', missing)}: cert and key go together: give {missing} as well")
+    if not (etcd_["ca_cert"] or etcd_["cert"]):
+        return  # nothing to load (the first context of a process takes ~3 ms to make)
     # A bare context: only the given files are checked (loading the system's CAs took ~18 ms per config).
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if etcd_["ca_cert"]:

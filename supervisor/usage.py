@@ -4,7 +4,6 @@ one line on stderr, exit 2, never a traceback, and never a flag's value echoed (
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from typing import Any, Dict, List, NoReturn
 
@@ -34,6 +33,8 @@ class Parser(argparse.ArgumentParser):
 
     def suggestion(self, flags: List[str]) -> str:
         """The flag nearest to the first unknown one, as an unknown config key gets the nearest key."""
+        import difflib  # for a mistake only: every command line pays for what is imported at the top
+
         known = self.flags()
         close = difflib.get_close_matches(flags[0].lstrip("-"), known, n=1) if flags else []
         return f"; did you mean {known[close[0]]}?" if close else ""

@@ -5,9 +5,9 @@
 - store.py: ``Backend`` and ``RecordStore``, what the publisher needs, and ``connect`` to pick the API
 - v2.py: the v2 keys API through python-etcd (a directory with a TTL per task)
 - tls.py: TLS settings both API clients share
-- gateway.py: a small client of etcd's v3 JSON gateway on urllib3 (no gRPC: it is unsafe across fork)
+- gateway.py: a small client of etcd's v3 JSON gateway on http.client (no gRPC: it is unsafe across fork)
 - v3.py: the v3 API (a lease per task, the record written in one transaction, guarded writes)
 
-Nothing here is imported by the parent at start: the API modules load urllib3 (and v2 python-etcd),
-which only the processes that talk to etcd need.
+Nothing here is imported by the parent at start: the API modules load http.client (v3), or python-etcd
+and urllib3 (v2), which only the processes that talk to etcd need.
 """

@@ -1,15 +1,17 @@
-"""A small client of etcd's v3 JSON gateway (``POST /v3/...``) on urllib3, for the few calls horizon makes.
+"""A small client of etcd's v3 JSON gateway (``POST /v3/...``) on http.client, for the few calls horizon makes.
 
 Why not a library: gRPC clients are unsafe across ``fork()`` and add about 22 MB to a process;
-etcd3gw needs requests (+19 MB) and has no authentication; urllib3 is loaded already (python-etcd and
-the Docker SDK use it). The README's "etcd v3" section has the measured figures.
+etcd3gw needs requests (+19 MB) and has no authentication. Why not urllib3: importing it took about
+65 ms, which every ``horizon`` command paid before reading anything (bench/cli_ls.py); what it gave
+here, a kept-alive connection per member, bounded and never retried, is the few lines of ``Connections``.
+The README's "etcd v3" section has the measured figures.
 
 What the gateway does that a client must know (checked on etcd 3.4, 3.5 and 3.6's error shape):
 keys and values are base64; int64 fields (revisions, lease IDs, TTLs) are decimal strings; fields with
 a zero value are omitted (a failed transaction has no ``succeeded``); errors come with an HTTP status
 and a body with ``code`` (a gRPC status) and ``message`` (3.4/3.5 add ``error``, 3.6 does not).
 
-Every request is bounded: connect and read each within ``timeout``, never retried by urllib3. A member
+Every request is bounded: connect and read each within ``timeout``, never retried. A member
 that does not answer (or answers that it cannot serve: no leader, a timeout inside etcd) is left for
 the next one, each tried once per call. With a user and password, the client authenticates at each
 member it uses (``/v3/auth/authenticate``) and sends the token back; a token the member no longer
@@ -19,16 +21,20 @@ knows (expired, or the member restarted) is renewed once, in the same call.
 from __future__ import annotations
 
 import base64
+import binascii
+import http.client
 import json
 import logging
+import select
+import socket
+import ssl
 import time
-from typing import Any, Dict, List, Optional
-
-import urllib3
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.store import RequestSpan, Settings, no_span
-from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
+from supervisor.etcd.tls import is_tls_refusal, tls_context
 
 log = logging.getLogger("horizon-etcd")  # not "etcd": python-etcd's own logger, silenced in logs.py
 
@@ -43,7 +49,9 @@ def b64(text: str) -> str:
 
 
 def unb64(text: str) -> str:
-    return base64.b64decode(text).decode()
+    """binascii's own decoder, as b64decode calls it (without its per-call checks: a read of 1,000 records
+    undoes 10,000 of these)."""
+    return binascii.a2b_base64(text).decode()
 
 
 def range_end(prefix: str) -> str:
@@ -69,22 +77,82 @@ class NotFound(Missing):
     """The member says a named thing (a lease) does not exist."""
 
 
+def dropped(sock: socket.socket) -> bool:
+    """Whether the member closed an idle kept-alive connection: readable before we asked means EOF (or
+    garbage), as urllib3's pool checked before reusing one."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class Connections:
+    """One kept-alive HTTP connection per member, opened when first needed and again when the member
+    closed it meanwhile; one a request failed on is closed, so the next call starts clean."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tls: Optional[ssl.SSLContext] = None  # made with the first https connection
+        self._connections: List[Optional[http.client.HTTPConnection]] = [None] * len(settings.hosts)
+
+    def _connection(self, member: int) -> http.client.HTTPConnection:
+        """The member's connection; a closed one connects again at its next request (http.client's own)."""
+        connection = self._connections[member]
+        if connection is None:
+            (host, port), timeout = self._settings.hosts[member], self._settings.timeout
+            if self._settings.protocol == "https":
+                if self._tls is None:
+                    self._tls = tls_context(self._settings.ca_cert, self._settings.cert, self._settings.key)
+                connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+            else:
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+            self._connections[member] = connection
+        elif connection.sock is not None and dropped(connection.sock):
+            connection.close()
+        return connection
+
+    def post(self, member: int, path: str, body: bytes, headers: Dict[str, str]) -> Tuple[int, bytes]:
+        """POST to the member and read the whole answer: its status and body. Connecting and each read
+        are bounded by the settings' timeout."""
+        connection = self._connection(member)
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except BaseException:
+            connection.close()
+            raise
+
+    @contextmanager
+    def stream(self, member: int, path: str, body: bytes, headers: Dict[str, str], read_timeout: float
+               ) -> Iterator[http.client.HTTPResponse]:
+        """POST to the member; the answer to read as it comes, each read bounded by ``read_timeout``.
+        The connection is closed after: a stream (a watch) never ends by itself."""
+        connection = self._connection(member)
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            connection.sock.settimeout(read_timeout)
+            yield connection.getresponse()
+        finally:
+            connection.close()
+
+    def clear(self) -> None:
+        for connection in self._connections:
+            if connection is not None:
+                connection.close()
+
+
 class Gateway:
     """The JSON gateways of several members, one in use at a time (see the module doc)."""
 
     def __init__(self, settings: Settings, request_span: RequestSpan = no_span) -> None:
-        hosts, timeout = settings.hosts, settings.timeout
-        self._urls = [f"{settings.protocol}://{host}:{port}" for host, port in hosts]
+        hosts = settings.hosts
         self._names = [f"{host}:{port}" for host, port in hosts]
-        self._bound = 2 * timeout  # connect, then read: each bounded by timeout
+        self._bound = 2 * settings.timeout  # connect, then read: each bounded by timeout
         self._request_span = request_span
         self._credentials = {"name": settings.username, "password": settings.password} if settings.username else None
         self._tokens: List[Optional[str]] = [None] * len(hosts)
         self._current = 0
-        self._http = urllib3.PoolManager(
-            num_pools=len(hosts), maxsize=1, retries=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            **tls_pool_options(settings.ca_cert, settings.cert, settings.key),
-        )
+        self._http = Connections(settings)
 
     def describe(self) -> str:
         return self._names[self._current]
@@ -99,7 +167,7 @@ class Gateway:
         errors = []
         handshakes_refused = 0
         first = self._current
-        for _ in range(len(self._urls)):
+        for _ in range(len(self._names)):
             try:
                 answer = self._on_member(self._current, path, body, watch_for)
                 if self._current != first:
@@ -111,12 +179,12 @@ class Gateway:
                 if exc.code == NOT_FOUND:
                     raise NotFound(f"{self.describe()}: {exc.message}") from None
                 errors.append(f"{self.describe()}: {exc}")  # no leader, a timeout within etcd: ask another
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            except (http.client.HTTPException, OSError, ValueError) as exc:
                 handshakes_refused += is_tls_refusal(exc)
                 errors.append(f"{self.describe()}: {exc}")
-            self._current = (self._current + 1) % len(self._urls)
+            self._current = (self._current + 1) % len(self._names)
         # Every member answered, but none accepted our TLS settings: a mistake to fix, not an outage.
-        raise (Refused if handshakes_refused == len(self._urls) else Unavailable)("; ".join(errors))
+        raise (Refused if handshakes_refused == len(self._names) else Unavailable)("; ".join(errors))
 
     def _on_member(self, member: int, path: str, body: Dict[str, Any], watch_for: Optional[float]
                    ) -> Dict[str, Any]:
@@ -150,39 +218,37 @@ class Gateway:
         token = self._tokens[member]
         if token:
             headers["Authorization"] = token
-        url, data = f"{self._urls[member]}/v3/{path}", json.dumps(body).encode()
+        url, data = f"/v3/{path}", json.dumps(body).encode()
         if watch_for is not None:
-            timeout = urllib3.Timeout(connect=self._bound / 2, read=watch_for)
-            response = self._http.request("POST", url, body=data, headers=headers, timeout=timeout,
-                                          preload_content=False)
-            if response.status == 200:
-                return self._watched(response, watch_for)
-            response.read()
+            with self._http.stream(member, url, data, headers, read_timeout=watch_for) as response:
+                if response.status == 200:
+                    return self._watched(response, watch_for)
+                status, payload = response.status, response.read()
         else:
             with self._request_span(self._bound):
-                response = self._http.request("POST", url, body=data, headers=headers)
+                status, payload = self._http.post(member, url, data, headers)
         try:
-            answer = json.loads(response.data or b"{}")
+            answer = json.loads(payload or b"{}")
         except ValueError:
             answer = None
         if not isinstance(answer, dict):  # a proxy's page, an etcd without the gateway, or not etcd at all
-            text = response.data[:120].decode(errors="replace")
-            if response.status == 404:
+            text = payload[:120].decode(errors="replace")
+            if status == 404:
                 raise Refused(f"{self._names[member]}: no v3 JSON gateway here (/v3/{path} answers 404)", NO_V3_FIX)
-            raise GatewayError(response.status, 0, f"not etcd's v3 JSON gateway at /v3/{path}: {text!r}")
-        if response.status != 200:
-            message = answer.get("message") or answer.get("error") or f"HTTP {response.status}"
-            raise GatewayError(response.status, int(answer.get("code", 0)), str(message))
+            raise GatewayError(status, 0, f"not etcd's v3 JSON gateway at /v3/{path}: {text!r}")
+        if status != 200:
+            message = answer.get("message") or answer.get("error") or f"HTTP {status}"
+            raise GatewayError(status, int(answer.get("code", 0)), str(message))
         return answer
 
     @staticmethod
-    def _watched(response: urllib3.BaseHTTPResponse, watch_for: float) -> Dict[str, Any]:
+    def _watched(response: http.client.HTTPResponse, watch_for: float) -> Dict[str, Any]:
         """Read a watch's stream (one JSON object per line, each wrapped in "result") for up to
         ``watch_for`` seconds, until a message carries events or cancels the watch."""
         deadline = time.monotonic() + watch_for
         buffer = b""
         try:
-            for chunk in response.stream(4096, decode_content=False):
+            while chunk := response.read1(4096):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
@@ -196,11 +262,8 @@ class Gateway:
                         return result
                 if time.monotonic() >= deadline:
                     break
-        except urllib3.exceptions.ReadTimeoutError:
+        except TimeoutError:
             pass  # nothing happened within watch_for
-        finally:
-            response.close()  # a watch never ends by itself: this connection is done
-            response.release_conn()
         return {}
 
     def close(self) -> None:

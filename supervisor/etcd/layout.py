@@ -51,6 +51,6 @@ def split_key(namespace: str, key: str) -> Optional[Tuple[str, str, str]]:
     if not key.startswith(head):
         return None
     parts = key[len(head):].split("/")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or "" in parts:
         return None
     return parts[0], parts[1], parts[2]

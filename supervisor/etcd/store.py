@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Callable, ContextManager, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from supervisor.config import EtcdSection
 
@@ -40,11 +40,12 @@ class Settings:
         return cls(etcd.hosts, etcd.timeout, etcd.protocol, etcd.ca_cert, etcd.cert, etcd.key, etcd.username, password)
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A key as read, or a change as watched: ``value`` None for a key deleted or expired. ``revision``
     is the key's last change (v3 mod revision, v2 modifiedIndex). ``expires`` (as read): False for a key
-    that nothing will ever remove by itself (v3: bound to no lease; v2: no TTL on it or a directory above)."""
+    that nothing will ever remove by itself (v3: bound to no lease; v2: no TTL on it or a directory above).
+    A tuple rather than a frozen dataclass: a read of 1,000 records makes 5,000, at half the cost, and the
+    cyclic collector stops tracking them."""
 
     key: str
     value: Optional[str]

@@ -23,15 +23,24 @@ ACTIONS = {"stop": (("starting", "running", "paused", "restarting"), "stopped"),
            "resume": (("paused",), "running")}
 
 
-def decode(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
 CONTAINER_FIRST = '{"container":'  # how a publisher's metrics value starts (compact JSON, keys sorted)
 DECODER = json.JSONDecoder()
+
+
+def decode(raw: str) -> Any:
+    """A key's JSON value, else its raw text. Compact JSON, as publishers write it, goes to the decoder
+    alone: json.loads' layers around it (whitespace allowed before and after) cost half as much again as
+    decoding a small document, and ls decodes 3,000 of them for a fleet of 1,000."""
+    try:
+        value, end = DECODER.raw_decode(raw)
+        if end == len(raw):
+            return value
+    except ValueError:
+        pass
+    try:
+        return json.loads(raw)  # whitespace around it, or not JSON at all
+    except ValueError:
+        return raw
 
 
 @dataclass
@@ -153,7 +162,9 @@ class Fleet:
             if where is None:
                 continue
             service, task, name = where
-            record = self.tasks.setdefault((service, task), Task(service, task))
+            record = self.tasks.get((service, task))
+            if record is None:  # not setdefault: a record has 5 keys, and a Task is not free to make
+                record = self.tasks[(service, task)] = Task(service, task)
             if record.revisions.get(name, 0) > entry.revision:
                 continue
             record.set(name, entry.value, entry.revision)
@@ -211,7 +222,7 @@ class Selection:
             return False
         if self.host is not None and self.host not in (task.info.get("host"), task.endpoint.get("host")):
             return False
-        return set(self.tags) <= set(task.tags)
+        return not self.tags or set(self.tags) <= set(task.tags)
 
     def pick(self, fleet: Fleet) -> List[Task]:
         return [task for task in fleet.sorted() if self.matches(task)]

@@ -105,9 +105,11 @@ def cells(task: Task, now: float) -> List[str]:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns as wide as their widest cell, two spaces apart; the last one not padded."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+    """Columns as wide as their widest cell, two spaces apart; the last one not padded. One format for
+    every line (ls prints a thousand)."""
+    widths = [max(map(len, column)) for column in zip(header, *rows)]
+    line = "  ".join(f"{{:<{width}}}" for width in widths)
+    return "\n".join(line.format(*r).rstrip() for r in [header, *rows])
 
 
 def ls_table(tasks: Sequence[Task], now: float) -> str:

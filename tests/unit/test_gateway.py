@@ -4,12 +4,16 @@ only when one cannot serve."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
-from typing import Any, Dict, List, Optional, Tuple
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-import urllib3
 
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.store import Settings
@@ -19,22 +23,33 @@ Answer = Tuple[int, Dict[str, Any]]
 
 
 class FakeHttp:
-    """Answers in order, per member URL; records what was asked."""
+    """Answers in order, per member; records what was asked."""
 
-    def __init__(self, answers: Dict[str, List[Any]]) -> None:
+    def __init__(self, names: List[str], answers: Dict[str, List[Any]]) -> None:
+        self.names = names
         self.answers = answers
         self.asked: List[Tuple[str, Dict[str, Any], Optional[str]]] = []
 
-    def request(self, method: str, url: str, body: bytes, headers: Dict[str, str], **options: Any) -> Any:
-        base, path = url.split("/v3/")
-        self.asked.append((f"{base[7:]} {path}", json.loads(body), headers.get("Authorization")))
-        answer = self.answers[base].pop(0)
+    def answer(self, member: int, path: str, body: bytes, headers: Dict[str, str]) -> Tuple[int, Any]:
+        name = self.names[member]
+        self.asked.append((f"{name} {path[len('/v3/'):]}", json.loads(body), headers.get("Authorization")))
+        answer = self.answers[name.split(":")[0]].pop(0)
         if isinstance(answer, Exception):
             raise answer
         status, document = answer
-        if isinstance(document, bytes):  # a watch's stream: its lines as they come
-            return urllib3.HTTPResponse(body=io.BytesIO(document), status=status, preload_content=False)
-        return urllib3.HTTPResponse(body=json.dumps(document).encode(), status=status, preload_content=True)
+        return status, document
+
+    def post(self, member: int, path: str, body: bytes, headers: Dict[str, str]) -> Tuple[int, bytes]:
+        status, document = self.answer(member, path, body, headers)
+        return status, json.dumps(document).encode()
+
+    @contextmanager
+    def stream(self, member: int, path: str, body: bytes, headers: Dict[str, str], read_timeout: float
+               ) -> Iterator[Any]:
+        status, lines = self.answer(member, path, body, headers)  # a watch's stream: its lines as they come
+        response = io.BytesIO(lines)
+        response.status = status  # type: ignore[attr-defined]
+        yield response
 
     def clear(self) -> None:
         pass
@@ -43,7 +58,7 @@ class FakeHttp:
 def gateway(answers: Dict[str, List[Any]], **kw: Any) -> Tuple[Gateway, FakeHttp]:
     hosts = [("10.0.0.1", 2379), ("10.0.0.2", 2379)][: len(answers)]
     gw = Gateway(Settings(hosts, 1.0, **kw))
-    fake = FakeHttp({f"http://{h}:{p}": answers[f"{h}"] for h, p in hosts})
+    fake = FakeHttp([f"{h}:{p}" for h, p in hosts], answers)
     gw._http = fake  # type: ignore[assignment]
     return gw, fake
 
@@ -114,8 +129,7 @@ def test_a_member_that_cannot_serve_is_left_for_the_next_and_stays_left(caplog) 
 
 
 def test_silence_everywhere_is_unavailable_naming_every_member() -> None:
-    timeout = urllib3.exceptions.ReadTimeoutError(None, "/v3/kv/range", "read timed out")  # type: ignore[arg-type]
-    gw, _ = gateway({"10.0.0.1": [timeout], "10.0.0.2": [ConnectionRefusedError(111, "refused")]})
+    gw, _ = gateway({"10.0.0.1": [TimeoutError("timed out")], "10.0.0.2": [ConnectionRefusedError(111, "refused")]})
     with pytest.raises(Unavailable) as caught:
         gw.call("kv/range", {})
     assert not isinstance(caught.value, Refused)
@@ -146,3 +160,69 @@ def test_a_watch_returns_the_first_message_with_events_and_a_failed_stream_is_an
     gw, fake = gateway({"10.0.0.1": [(200, created + failed)], "10.0.0.2": [(200, created + put)]})
     assert gw.call("watch", {}, watch_for=1.0)["events"]  # the failed member is left for the next
     assert gw.describe() == "10.0.0.2:2379" and len(fake.asked) == 2
+
+
+class Member(http.server.ThreadingHTTPServer):
+    """A member on loopback answering every POST with {"n": its count}, on kept-alive connections; with
+    ``hang_up``, it closes each connection after answering, without saying so (as a restarted member does)."""
+
+    def __init__(self, hang_up: bool = False) -> None:
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        self.hang_up, self.answered, self.connections = hang_up, 0, 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server: Member
+
+        def setup(self) -> None:
+            super().setup()
+            self.server.connections += 1
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.server.answered += 1
+            body = json.dumps({"n": self.server.answered}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = self.server.hang_up
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+
+def real_gateway(port: int, timeout: float = 1.0) -> Gateway:
+    return Gateway(Settings([("127.0.0.1", port)], timeout))
+
+
+def test_one_connection_is_kept_alive_between_calls() -> None:
+    member = Member()
+    gw = real_gateway(member.server_address[1])
+    assert [gw.call("kv/range", {})["n"] for _ in range(3)] == [1, 2, 3]
+    assert member.connections == 1
+    gw.close()
+    member.shutdown()
+
+
+def test_a_connection_the_member_closed_meanwhile_is_opened_again_without_a_failed_call() -> None:
+    member = Member(hang_up=True)
+    gw = real_gateway(member.server_address[1])
+    assert gw.call("kv/range", {})["n"] == 1
+    time.sleep(0.1)  # the member has closed it by now
+    assert gw.call("kv/range", {})["n"] == 2
+    assert member.connections == 2
+    gw.close()
+    member.shutdown()
+
+
+def test_a_member_that_accepts_and_never_answers_is_unavailable_within_the_bound() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        gw = real_gateway(silent.getsockname()[1], timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="timed out"):
+            gw.call("kv/range", {})
+        assert time.monotonic() - started < 1.0
