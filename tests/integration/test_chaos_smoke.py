@@ -9,6 +9,7 @@ seeds, are recorded in bench/CHAOS.md, which bench/RESULTS.md includes)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from bench.chaos_plan import GAP, KINDS, draw
 from tests.support import ROOT
+from tests.support.supervisor import interruptible
 
 SEED = 12
 MINUTES = 3
@@ -55,14 +57,14 @@ def test_a_short_chaos_soak_on_each_api_finds_no_violation(services: None, tmp_p
         argv = [sys.executable, "-m", "bench", "chaos", "--seed", str(SEED), "--minutes", str(MINUTES), "--tasks", "3",
                 "--api", api]
         runs[api] = (subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                      env=dict(os.environ, PYTHONUNBUFFERED="1")), log)
+                                      env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=interruptible), log)
     try:
         for api, (proc, _) in runs.items():
             proc.wait(timeout=max(1.0, MINUTES * 60 + 420 - (time.monotonic() - started)))
     finally:
         for proc, log in runs.values():
             if proc.poll() is None:
-                proc.send_signal(2)  # SIGINT: the soak tears down what it started
+                proc.send_signal(signal.SIGINT)  # the soak tears down what it started
                 try:
                     proc.wait(60)
                 except subprocess.TimeoutExpired:

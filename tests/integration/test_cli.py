@@ -33,7 +33,7 @@ from tests.support.etcd_cluster import Cluster, Member
 from tests.support.ini import write_ini
 from tests.support.metrics import seq_at, seq_passes
 from tests.support.net import free_port, http_get
-from tests.support.supervisor import Supervisor
+from tests.support.supervisor import Supervisor, interruptible
 from tests.support.waiting import wait_for
 
 HORIZON = ROOT / ".venv" / "bin" / "horizon"
@@ -141,7 +141,8 @@ class Lines:
 
 def watching(etcd: Etcd, *args: str) -> subprocess.Popen:
     return subprocess.Popen([str(HORIZON), "watch", *args, "--api", etcd.api, "--etcd", etcd.address,
-                             "--namespace", NAMESPACE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--namespace", NAMESPACE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
 
 
 def test_watch_prints_json_lines_of_changes_when_piped(supervised):
@@ -181,7 +182,7 @@ def test_watch_on_a_terminal_redraws_a_table_in_place(supervised):
     controller, terminal = pty.openpty()
     proc = subprocess.Popen([str(HORIZON), "watch", "--service", run.service, "--api", run.etcd.api, "--etcd",
                              run.etcd.address, "--namespace", NAMESPACE], stdin=terminal, stdout=terminal,
-                            stderr=terminal, close_fds=True)
+                            stderr=terminal, close_fds=True, preexec_fn=interruptible)
     os.close(terminal)
     screen = b""
 

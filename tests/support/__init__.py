@@ -8,7 +8,8 @@ read over plain HTTP, and waiting. One module per job:
 - etcd.py: ``EtcdV2`` / ``EtcdV3`` (``etcd_client(api)``), small etcd clients of our own that read a
   task as a ``TaskNode`` and every change under a prefix as a history, whatever the API; ``etcdctl``
 - etcd_cluster.py: ``Member`` / ``Cluster``, private etcd members (either API) to freeze, kill or start late
-- supervisor.py: ``Supervisor``, one ``main.py`` or ``python -m supervisor`` run on an API, and its cleanup
+- supervisor.py: ``Supervisor``, one ``main.py`` or ``python -m supervisor`` run on an API, and its cleanup;
+  ``interruptible``, for a child that is sent SIGINT
 - ini.py: ``write_ini``, a task file for an API
 - metrics.py: ``seq_at`` / ``seq_passes``, the sample number at a supervisor's endpoint
 - leftovers.py: ``assert_nothing_left`` after a supervisor's own end

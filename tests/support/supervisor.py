@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from tests.support import IMAGE, NAMESPACE, ROOT
+
+
+def interruptible() -> None:
+    """A ``preexec_fn``: SIGINT as a terminal's Ctrl-C delivers it, even when the suite runs as a background
+    job (a shell starts those with SIGINT ignored, Python keeps it ignored, and the child never hears it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 from tests.support.docker import docker, service_containers
 from tests.support.etcd import Etcd, TaskNode, etcd_client, task_keys
 from tests.support.waiting import wait_for
