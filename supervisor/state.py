@@ -46,13 +46,13 @@ FINAL_STATES: FrozenSet[TaskState] = frozenset({TaskState.EXITED, TaskState.FAIL
 LIVE_STATES: FrozenSet[TaskState] = frozenset({TaskState.RUNNING, TaskState.PAUSED})
 _ENDS = FINAL_STATES | {TaskState.RESTARTING}
 
-# state -> the states it may move to. Restarting may repeat (a refused start is published again with its
-# new delay); nothing else moves to itself, and nothing leaves a final state.
 # What each control request (``horizon stop|pause|resume``) asks for: the state that shows it done.
 CONTROL_EFFECTS: Mapping[str, TaskState] = {
     "stop": TaskState.STOPPED, "pause": TaskState.PAUSED, "resume": TaskState.RUNNING,
 }
 
+# state -> the states it may move to. Restarting may repeat (a refused start is published again with its
+# new delay); nothing else moves to itself, and nothing leaves a final state.
 TRANSITIONS: Mapping[TaskState, FrozenSet[TaskState]] = {
     TaskState.STARTING: frozenset({TaskState.RUNNING, TaskState.PAUSED, TaskState.STOPPING} | _ENDS),
     TaskState.RUNNING: frozenset({TaskState.PAUSED, TaskState.STOPPING} | _ENDS),

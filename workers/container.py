@@ -71,6 +71,11 @@ def engine_away(exc: BaseException) -> bool:
     return isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
 
 
+def engine_reason(exc: BaseException) -> str:
+    """What the engine said (an API error's explanation), else the error itself."""
+    return str(getattr(exc, "explanation", None) or exc)
+
+
 class FatalError(Exception):
     """A user-facing problem that restarting cannot fix (missing image, engine unreachable)."""
 
@@ -247,11 +252,7 @@ class ContainerWorker:
                 if first:
                     log.warning("the Docker engine does not answer while %s (%s); trying again for up to %.0f s",
                                 what, exc, limit)
-            retry_at = time.monotonic() + 1.0
-            while time.monotonic() < retry_at:
-                self.check_parent()
-                self.pulse.beat()
-                self.wait_until(retry_at)
+            self.idle_until(time.monotonic() + 1.0)
 
     def connect(self) -> docker.DockerClient:
         """A client of the engine. A task already run by this supervisor (or by a killed one before it: its
@@ -289,7 +290,7 @@ class ContainerWorker:
                     if "error" in line:
                         raise docker.errors.APIError(line["error"])
         except docker.errors.DockerException as exc:
-            reason = getattr(exc, "explanation", None) or exc
+            reason = engine_reason(exc)
             raise FatalError(
                 f"image {image!r} is not on this host and cannot be pulled ({reason}): "
                 "load or build it first (docker load / docker import), or fix [task] image"
@@ -328,7 +329,7 @@ class ContainerWorker:
                 )
             return container
         except docker.errors.DockerException as exc:
-            reason = getattr(exc, "explanation", None) or exc
+            reason = engine_reason(exc)
             raise FatalError(f"cannot create the container for {task.image!r}: {reason}") from None
 
     def info(self, container: Container) -> Dict[str, Any]:
@@ -454,7 +455,7 @@ class ContainerWorker:
             self.ride_out("starting the container", container.start)
             self.start_error = None
         except ENGINE_ERRORS as exc:
-            self.start_error = getattr(exc, "explanation", None) or str(exc)
+            self.start_error = engine_reason(exc)
         try:
             self.ride_out("inspecting the container", container.reload)
         except ENGINE_ERRORS as exc:
@@ -484,12 +485,7 @@ class ContainerWorker:
         delay = max(0.0, restart_at - time.monotonic())
         log.info("task %s (%s); restart %d in %.1f s", ended.state.value, ended.reason, self.restarts.tries, delay)
         self.move(TaskState.RESTARTING, ended, restart_in_s=round(delay, 3))
-        while time.monotonic() < restart_at:
-            self.check_parent()
-            if self.stop_requested:
-                return False
-            self.pulse.beat()
-            self.wait_until(restart_at)
+        self.idle_until(restart_at, until_stop=True)
         return not self.stop_requested
 
     def watch_until_end(self, container: Container) -> Ended:
@@ -561,8 +557,7 @@ class ContainerWorker:
                 container.pause() if pause else container.unpause()
                 container.reload()
         except ENGINE_ERRORS as exc:
-            reason = getattr(exc, "explanation", None) or str(exc)
-            self.refuse(action, request_id, f"the Docker engine failed to {action} the container: {reason}")
+            self.refuse(action, request_id, f"the Docker engine failed to {action} the container: {engine_reason(exc)}")
             return
         self.move(want)
 
@@ -607,6 +602,14 @@ class ContainerWorker:
         except OSError:
             return  # the cgroup is going away: the wait thread reports the end
         self.output.sample(figures, self.config.metrics.interval)
+
+    def idle_until(self, deadline: float, until_stop: bool = False) -> None:
+        """Wait for the deadline (or, ``until_stop``, a stop asked meanwhile), keeping the heartbeat and
+        reading the parent's frames; Orphaned if the parent goes."""
+        while time.monotonic() < deadline and not (until_stop and self.stop_requested):
+            self.check_parent()
+            self.pulse.beat()
+            self.wait_until(deadline)
 
     def wait_until(self, deadline: float) -> None:
         """Wait for the deadline, a frame from the parent, or the wait thread; at most a pulse period (the
