@@ -22,7 +22,7 @@ import etcd
 import urllib3
 
 from supervisor.etcd.errors import Missing, Refused, Unavailable
-from supervisor.etcd.layout import RECORD_KEYS, services_prefix
+from supervisor.etcd.layout import RECORD_KEYS, control_prefix, services_prefix
 from supervisor.etcd.store import Entry, RequestSpan, Settings, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
@@ -133,7 +133,8 @@ class EtcdV2Client:
                           if leaf.key != node.key}
 
     def remove_empty_dir(self, path: str) -> None:
-        """Delete the directory if it is empty (etcd refuses otherwise, atomically: never a live record)."""
+        """Delete the directory if it is empty (etcd refuses otherwise, atomically: never a live record).
+        A plain key at ``path`` it would delete: give it directories only."""
         self._call("delete", path, dir=True)
 
     def read(self, path: str, **options: Any) -> Any:
@@ -208,27 +209,34 @@ class V2Backend:
         self.client.ping(services_prefix(namespace))
 
     def tidy(self, namespace: str, dry_run: bool = False) -> List[str]:
-        """Remove the service directories that expired records left empty (etcd v2 keeps a directory
-        whose last child expired); the ones removed (``dry_run``: the empty ones, left in place). Best
-        effort: etcd deletes only an empty one, atomically."""
-        services = services_prefix(namespace)
+        """Remove the service directories etcd v2 keeps once their last child is gone: under services/
+        (records that expired) and under control/ (requests taken and deleted, or expired); the ones
+        removed (``dry_run``: the empty ones, left in place). Best effort: etcd deletes only an empty one,
+        atomically."""
+        return sorted(path for parent in (services_prefix(namespace), control_prefix(namespace))
+                      for path in self._tidy_under(parent, dry_run))
+
+    def _tidy_under(self, parent: str, dry_run: bool) -> List[str]:
+        """``tidy`` for the directories right under ``parent``. Directories only: etcd's ``dir=true``
+        delete refuses a non-empty directory but deletes a plain key."""
         try:
-            if dry_run:  # an empty directory is a leaf of the tree, with no value
-                tree = self.client.read(services, recursive=True)
-                return sorted(node.key for node in tree.leaves if node.dir and node.key.rsplit("/", 1)[0] == services)
-            _, names = self.client.listing(services)
+            # The whole tree for a dry run (an empty directory is a leaf of it, with no value), else one level.
+            tree = self.client.read(parent, recursive=dry_run)
         except (Missing, Unavailable):
             return []
+        found = [node.key for node in tree.leaves if node.dir and node.key.rsplit("/", 1)[0] == parent]
+        if dry_run:
+            return found
         removed = []
-        for name in names:
+        for path in found:
             try:
-                self.client.remove_empty_dir(f"{services}/{name}")
+                self.client.remove_empty_dir(path)
             except (Missing, Unavailable):
                 pass  # not empty (or gone, or etcd away): nothing to tidy there now
             else:
-                log.info("removed the empty service directory %s/%s", services, name)
-                removed.append(f"{services}/{name}")
-        return sorted(removed)
+                log.info("removed the empty directory %s", path)
+                removed.append(path)
+        return removed
 
     def read_prefix(self, prefix: str) -> Tuple[List[Entry], int]:
         try:

@@ -144,3 +144,4 @@ class Supervisor:
         for container in self.containers():
             docker("rm", "-f", container)
         self.etcd.delete(self.prefix)
+        self.etcd.delete(f"{self.namespace}/control/{self.service}")  # v2 keeps it once its requests go

@@ -83,6 +83,13 @@ class FakeEtcd:
         names = {k.rsplit("/", 1)[1]: self.indexes[k] for k in self.keys if k.startswith(path + "/")}
         return (None if expiry is None else int(expiry - self.now)), names
 
+    def read(self, path: str, **options: Any) -> Any:
+        """tidy's read of the namespace's services/ and control/: the fake keeps no directory above a
+        task's, so there is nothing to tidy."""
+        self._check()
+        assert path not in self.dirs, f"the fake cannot read the directory {path}"
+        raise Missing(path)
+
     def ping(self, path: str) -> None:
         self._check()
 
