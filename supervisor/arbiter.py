@@ -66,10 +66,11 @@ class Child:
 class Role(abc.ABC):
     """One kind of worker: what it is given, what a (re)started one is told, what its frames and its exit
     mean. Subclasses set ``name`` (also its heartbeat's and its process's) and ``module`` (whose
-    ``run(start, *entry_args())`` is the worker; imported in the child, after the fork)."""
+    ``entry`` function, ``entry(start, *entry_args())``, is the worker; imported in the child, after the fork)."""
 
     name: str
     module: str
+    entry = "run"
 
     def __init__(self, restarts: Optional[Restarts] = None) -> None:
         self.restarts = restarts or Restarts()
@@ -136,19 +137,21 @@ class Conductor(Protocol):
 
     def stop(self, why: str) -> None: ...
 
+    def reload(self) -> None: ...
+
     def problem(self, now: float) -> Optional[str]: ...
 
     def parent_fds(self) -> List[int]: ...
 
 
-def run_worker(module: str, start: WorkerStart, *args: Any) -> None:
+def run_worker(module: str, entry: str, start: WorkerStart, *args: Any) -> None:
     """A worker's entry point, imported in the child after the fork: the parent never imports docker,
     python-etcd or tornado, so each worker's RSS holds only its own library (~40 MB less in all).
 
     A pipe to the parent broken under a worker's write means the parent was killed: the worker leaves as
     an orphan does (the container stays for the next supervisor to adopt), with one line, no traceback."""
     try:
-        __import__(module, fromlist=["run"]).run(start, *args)
+        getattr(__import__(module, fromlist=[entry]), entry)(start, *args)
     except BrokenPipeError:
         logging.getLogger(start.role).warning("the supervisor is gone (its pipe is closed); exiting")
         sys.exit(EXIT_ORPHANED)
@@ -211,7 +214,7 @@ class Arbiter:
         heartbeat.promise(STARTUP_ALLOWANCE)
         start = WorkerStart(role.name, to_r, from_w, close, self.log_level, heartbeat)
         process = self.ctx.Process(
-            target=run_worker, args=(role.module, start, *role.entry_args()), name=f"horizon-{role.name}", daemon=True,
+            target=run_worker, args=(role.module, role.entry, start, *role.entry_args()), name=f"horizon-{role.name}", daemon=True,
         )
         process.start()
         os.close(to_r)
@@ -344,7 +347,7 @@ class Arbiter:
             handler(signum)
 
     def handle_sighup(self, signum: int) -> None:
-        log.info("SIGHUP: the configuration is read once at start; restart the supervisor to change it")
+        self.conductor.reload()
 
     def handle_stop(self, signum: int) -> None:
         self.conductor.stop(signal.Signals(signum).name)

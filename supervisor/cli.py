@@ -1,6 +1,9 @@
-"""Command lines: ``python -m supervisor [--check] TASK.ini`` and the original ``python main.py IMAGE "COMMAND"``.
+"""Command lines: ``python -m supervisor [--check] TASK.ini``, ``python -m supervisor [--check] DIR`` (a
+host tree: every task file of the directory in one tree, supervisor/hostflow.py) and the original
+``python main.py IMAGE "COMMAND"``.
 
-Exit status: the task's own exit code when it ends by itself; 0 when it was stopped by a signal;
+Exit status: the task's own exit code when it ends by itself; 0 when it was stopped by a signal (a host
+tree: always, unless a worker gave up);
 1 when the supervisor failed (engine unreachable, image missing, a worker that keeps dying);
 2 for a mistake in the configuration or the command line. User mistakes print one line, never a traceback.
 """
@@ -57,17 +60,49 @@ def run(config: cfg.Config, args: argparse.Namespace) -> int:
     return code
 
 
+def run_host(directory: str, args: argparse.Namespace) -> int:
+    """A directory of task files: every task in one tree, until SIGTERM."""
+    from supervisor.hostconfig import load_host, scan
+    from supervisor.hostflow import supervise_host
+
+    try:
+        host = load_host(directory)
+    except cfg.ConfigError as exc:
+        fail(str(exc))
+    if args.check:
+        files = scan(host)
+        for file in files:
+            config = file.config
+            print(file.error if config is None else
+                  f"{file.path}: ok: service {config.task.service}, task {config.task.name}, image {config.task.image}")
+        if not files:
+            print(f"{directory}: no task files (*.ini besides {os.path.basename(host.source)})")
+        return EXIT_USAGE if any(file.error for file in files) else 0
+    level = getattr(logging, args.log_level)
+    configure_logging(level)
+    try:
+        code, failure = supervise_host(host, level)
+    except StartupError as exc:
+        fail(str(exc), exc.code)
+    if failure:
+        print(f"horizon: error: {failure}", file=sys.stderr)
+    return code
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = Parser(
         prog="python -m supervisor",
         description="Run the task a config file describes: one command in one Docker container, "
-        "registered in etcd, with its metrics served over HTTP.",
+        "registered in etcd, with its metrics served over HTTP. Given a directory, run every task file "
+        "in it (*.ini; its horizon.ini holds the shared [etcd], [endpoint] and [host]) in one tree.",
         epilog="config keys:\n" + cfg.describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("config", help="the task's .ini file")
+    parser.add_argument("config", help="the task's .ini file, or a directory of them")
     add_common(parser)
     args = parser.parse_args(argv)
+    if os.path.isdir(args.config):
+        sys.exit(run_host(args.config, args))
     try:
         config = cfg.load(args.config)
     except cfg.ConfigError as exc:

@@ -331,9 +331,21 @@ class Config:
         """The task's record in etcd."""
         return layout.task_prefix(self.etcd.namespace, self.task.service, self.task.name)
 
-    @property
-    def etcd_password(self) -> str:
-        return read_password(self.etcd.password_file) if self.etcd.password_file else self.etcd.password
+
+    def to_document(self) -> Dict[str, Any]:
+        """The validated config as plain data, for a ``task`` frame (a host tree hands tasks to running
+        workers): every value is already converted, so ``from_document`` checks nothing again."""
+        return {"source": self.source, **{section: dataclasses.asdict(getattr(self, section)) for section in SECTIONS}}
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> "Config":
+        """The Config ``to_document`` gave (msgpack turned its tuples into lists: they are tuples again)."""
+        def tuples(value: Any) -> Any:
+            return tuple(tuples(item) for item in value) if isinstance(value, list) else value
+
+        sections = {name: section(**{key: tuples(value) for key, value in document[name].items()})
+                    for name, section in SECTIONS.items()}
+        return cls(source=str(document["source"]), **sections)
 
 
 # -- building ----------------------------------------------------------------------------------------
@@ -355,10 +367,11 @@ def default_service(image: str) -> str:
     return cleaned or "task"
 
 
-def convert_section(section: str, given: Mapping[str, str], where: Where) -> Dict[str, Any]:
+def convert_section(section: str, given: Mapping[str, str], where: Where,
+                    sections: Mapping[str, type] = SECTIONS) -> Dict[str, Any]:
     """One section's raw strings converted by its fields' converters (defaults for what is not given)."""
     kwargs: Dict[str, Any] = {}
-    for spec in dataclasses.fields(SECTIONS[section]):
+    for spec in dataclasses.fields(sections[section]):
         raw = given.get(spec.name, spec.metadata["default"])
         if raw is None:
             raise ConfigError(f"{where(section, spec.name)}: missing; it is required ({spec.metadata['doc']})")
@@ -396,16 +409,22 @@ def build(values: Mapping[str, Mapping[str, str]], where: Where, source: str, ta
 
         digest = hashlib.sha256(task_seed.encode()).hexdigest() if task_seed else uuid.uuid4().hex
         task["name"] = f"task-{digest[:12]}"
-    if not endpoint["advertise"]:
-        endpoint["advertise"] = socket.getfqdn() if is_wildcard(endpoint["host"]) else endpoint["host"]
     check_etcd_security(etcd_, where)
     return Config(
         task=TaskSection(**task),
         etcd=EtcdSection(**etcd_),
         metrics=MetricsSection(**sections["metrics"]),
-        endpoint=EndpointSection(**endpoint),
+        endpoint=endpoint_section(endpoint),
         source=source,
     )
+
+
+def endpoint_section(endpoint: Dict[str, Any]) -> EndpointSection:
+    """The [endpoint] section from converted values: what is advertised defaults to the bound address,
+    or this machine's name when that is a wildcard."""
+    if not endpoint["advertise"]:
+        endpoint["advertise"] = socket.getfqdn() if is_wildcard(endpoint["host"]) else endpoint["host"]
+    return EndpointSection(**endpoint)
 
 
 def check_etcd_security(etcd_: Dict[str, Any], where: Where) -> None:
@@ -446,6 +465,11 @@ def check_etcd_security(etcd_: Dict[str, Any], where: Where) -> None:
             ) from None
 
 
+def password(etcd: EtcdSection) -> str:
+    """The etcd password: the file's (read when asked: a rotated file is read anew), else the key's."""
+    return read_password(etcd.password_file) if etcd.password_file else etcd.password
+
+
 def read_password(path: str) -> str:
     with open(path, encoding="utf-8") as handle:
         return handle.read().strip()
@@ -458,7 +482,7 @@ class CaseSensitiveParser(configparser.ConfigParser):
         return optionstr
 
 
-def read_ini(path: str) -> Dict[str, Dict[str, str]]:
+def read_ini(path: str, sections: Mapping[str, type] = SECTIONS) -> Dict[str, Dict[str, str]]:
     """An ini file's sections and keys, every one of them known; raw strings, not yet converted."""
     parser = CaseSensitiveParser(interpolation=None, default_section="\0none")
     try:
@@ -475,9 +499,9 @@ def read_ini(path: str) -> Dict[str, Dict[str, str]]:
 
     values: Dict[str, Dict[str, str]] = {}
     for section in parser.sections():
-        if section not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section [{section}]{_nearest(section, SECTIONS)}")
-        known = {spec.name for spec in dataclasses.fields(SECTIONS[section])}
+        if section not in sections:
+            raise ConfigError(f"{path}: unknown section [{section}]{_nearest(section, sections)}")
+        known = {spec.name for spec in dataclasses.fields(sections[section])}
         for key, value in parser.items(section):
             if key not in known:
                 raise ConfigError(f"{path}: [{section}] unknown key {key!r}{_nearest(key, known)}")

@@ -1,11 +1,11 @@
 """The frame protocol: what the supervisor's processes say to each other.
 
-Wire spec (version 2)
+Wire spec (version 3)
 ---------------------
 A frame is one msgpack map, written to a pipe as a self-delimiting msgpack object (no extra length
 prefix: msgpack's own encoding delimits it)::
 
-    {"v": 2, "kind": <str>, "task": <str>, "body": <map>}
+    {"v": 3, "kind": <str>, "task": <str>, "body": <map>}
 
 ``v``     protocol version; a frame with another version is rejected.
 ``kind``  one of ``KINDS`` below.
@@ -34,7 +34,18 @@ Kinds and who sends them:
               task; a pause or resume it cannot act on is answered in the status (``refused``).
               publisher -> parent. ``{"action", "id", "by"}``: a request from the fleet, read from the
               task's control key in etcd (workers/control.py); the parent decides (a stop is its own).
-``finish``    parent -> publisher. ``{}``: write the final record, then exit.
+``finish``    parent -> publisher. ``{}``: write the final record, then exit (in a host tree: then
+              forget nothing until ``drop``; the publisher lives on for the other tasks).
+
+A host tree (``python -m supervisor DIR``: many tasks in one tree, supervisor/hostflow.py) adds:
+
+``task``      parent -> every worker. ``{"slot": int, "config": <map>, "endpoint": <map>}``: take this
+              task on: its block of shared memory, its configuration (``config.to_document``: parsed
+              and validated by the parent, never again by a worker) and its endpoint document. Replayed
+              to a restarted worker for every task it still has a part in.
+``drop``      parent -> every worker. ``{}``: the task's end is recorded and its block is freed: forget it.
+``ended``     container -> parent. ``{"code": int}``: the task's thread is done (a worker exit code of
+              ``supervisor.link``: EXIT_DONE, its end recorded; EXIT_FATAL, after an ``error`` frame).
 
 A frame larger than ``MAX_FRAME_BYTES`` encoded, or anything that is not a map of this shape, raises
 ``ProtocolError``: the one error type for every malformed frame. Readers count and drop such frames
@@ -50,10 +61,10 @@ import msgpack
 
 from supervisor.state import CONTROL_EFFECTS
 
-VERSION = 2
+VERSION = 3
 MAX_FRAME_BYTES = 1 << 20
 KINDS = frozenset(
-    {"metrics", "status", "info", "error", "etcd", "finished", "control", "finish"}
+    {"metrics", "status", "info", "error", "etcd", "finished", "control", "finish", "task", "drop", "ended"}
 )
 CONTROL_ACTIONS = tuple(CONTROL_EFFECTS)
 # Kinds that may be replaced by a newer frame of the same kind and task while still unsent.

@@ -88,6 +88,10 @@ class Slot:
         self._stamp[0] = time.monotonic()
         self._seq[0] = seq + 2
 
+    def clear(self) -> None:
+        self._stamp[0] = 0.0
+        self._seq[0] = 0
+
     def read(self) -> Tuple[int, Optional[bytes]]:
         """Return (seq, payload); payload is None when the slot was never written."""
         for _ in range(_READ_ATTEMPTS):
@@ -175,11 +179,17 @@ class Heartbeat:
 
 
 class SharedMemory:
-    """The heartbeats of the worker roles, each process's report and the slots of every task, in one
-    anonymous mapping."""
+    """The heartbeats of the worker roles, each process's report and the blocks of task slots, in one
+    anonymous mapping.
 
-    def __init__(self, roles: Iterable[str], tasks: Iterable[TaskKey], history: int = 0) -> None:
-        """``history``: how many samples each task's ring keeps (0: none)."""
+    A task tree knows its tasks before the fork: each has a block from the start (``tasks``). A host tree
+    takes tasks on and lets them go while its workers run, and a mapping made after the fork would not
+    be shared: it maps ``capacity`` blocks at once (untouched pages cost no memory) and the parent says
+    which task has which block (``attach``, in the ``task`` frame)."""
+
+    def __init__(self, roles: Iterable[str], tasks: Iterable[TaskKey] = (), history: int = 0, capacity: int = 0) -> None:
+        """``history``: how many samples each task's ring keeps (0: none); ``capacity``: blocks in all
+        (at least one per task given)."""
         roles, tasks = list(roles), list(tasks)
         if len(roles) * _WORD > HEARTBEAT_PAGE:
             raise ValueError(f"{len(roles)} heartbeats do not fit in one page")
@@ -187,7 +197,8 @@ class SharedMemory:
         names = ["supervisor", *roles]
         entry = _HEADER.size + HISTORY_ENTRY
         per_task = sum(_HEADER.size + capacity for capacity in SLOT_CAPACITY.values()) + history * entry
-        self._map = mmap.mmap(-1, HEARTBEAT_PAGE + report * len(names) + per_task * len(tasks), flags=mmap.MAP_SHARED)
+        count = max(capacity, len(tasks))
+        self._map = mmap.mmap(-1, HEARTBEAT_PAGE + report * len(names) + per_task * count, flags=mmap.MAP_SHARED)
         view = memoryview(self._map)
         self.heartbeats = {
             role: Heartbeat(view[i * _WORD:(i + 1) * _WORD]) for i, role in enumerate(roles)
@@ -196,13 +207,31 @@ class SharedMemory:
         self.reports = {name: Slot(view[offset + i * report:offset + (i + 1) * report], f"{name} report")
                         for i, name in enumerate(names)}
         offset += report * len(names)
-        self.tasks: Dict[TaskKey, TaskSlots] = {}
-        for key in tasks:
+        self.blocks: List[Tuple[Dict[str, Slot], History]] = []
+        for _ in range(count):
             slots = {}
-            for name, capacity in SLOT_CAPACITY.items():
-                size = _HEADER.size + capacity
-                slots[name] = Slot(view[offset:offset + size], name)
-                offset += size
+            for name, size in SLOT_CAPACITY.items():
+                slots[name] = Slot(view[offset:offset + _HEADER.size + size], name)
+                offset += _HEADER.size + size
             ring = [Slot(view[offset + i * entry:offset + (i + 1) * entry], "history") for i in range(history)]
             offset += history * entry
-            self.tasks[key] = TaskSlots(key, slots, History(ring))
+            self.blocks.append((slots, History(ring)))
+        self.tasks: Dict[TaskKey, TaskSlots] = {}
+        for index, key in enumerate(tasks):
+            self.attach(key, index)
+
+    def attach(self, key: TaskKey, index: int) -> TaskSlots:
+        """The task's slots are block ``index`` from now on (in this process)."""
+        slots, history = self.blocks[index]
+        self.tasks[key] = TaskSlots(key, slots, history)
+        return self.tasks[key]
+
+    def detach(self, key: TaskKey) -> None:
+        self.tasks.pop(key, None)
+
+    def clear(self, index: int) -> None:
+        """Make block ``index`` read as never written, for the next task to take it (the parent does,
+        once no worker writes it any more)."""
+        slots, history = self.blocks[index]
+        for slot in [*slots.values(), *history.slots]:
+            slot.clear()

@@ -7,7 +7,7 @@ import errno
 import socket
 from typing import List
 
-from supervisor.config import Config
+from supervisor.config import EndpointSection
 from supervisor.ending import StartupError
 
 
@@ -42,19 +42,20 @@ def bind_sockets(host: str, port: int, backlog: int = 128) -> List[socket.socket
     return sockets
 
 
-def bind(config: Config) -> List[socket.socket]:
-    host, port = config.endpoint.host, config.endpoint.port
+def bind(endpoint: EndpointSection, source: str) -> List[socket.socket]:
+    """The endpoint's sockets; StartupError names ``source`` (the file that set them) and the fix."""
+    host, port = endpoint.host, endpoint.port
     try:
         return bind_sockets(host, port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(
-                f"{config.source}: [endpoint] port {port} on {host} is in use: choose another port, or 0 for any free port"
+                f"{source}: [endpoint] port {port} on {host} is in use: choose another port, or 0 for any free port"
             ) from None
         if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
             raise StartupError(
-                f"{config.source}: [endpoint] host {host!r} is not an address of this host: use 127.0.0.1 or 0.0.0.0"
+                f"{source}: [endpoint] host {host!r} is not an address of this host: use 127.0.0.1 or 0.0.0.0"
             ) from None
         if exc.errno == errno.EACCES:
-            raise StartupError(f"{config.source}: [endpoint] port {port} needs privileges: use a port above 1023") from None
-        raise StartupError(f"{config.source}: [endpoint] cannot listen on {host}:{port}: {exc}") from None
+            raise StartupError(f"{source}: [endpoint] port {port} needs privileges: use a port above 1023") from None
+        raise StartupError(f"{source}: [endpoint] cannot listen on {host}:{port}: {exc}") from None

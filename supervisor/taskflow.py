@@ -16,7 +16,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from supervisor.arbiter import Arbiter
-from supervisor.config import Config
+from supervisor.config import Config, EndpointSection, EtcdSection
 from supervisor.ending import Ending, Phase, StartupError
 from supervisor.frames import Frame, TaskKey
 from supervisor.link import BEAT_SLACK, MAX_WAIT, STOP_GRACE
@@ -50,11 +50,47 @@ class TaskView:
         if self.pending is not None and self.status is not None and self.status.settles(self.pending["action"], self.pending["id"]):
             self.pending = None
 
+    def stale(self, written_at: float, interval: float, now: float) -> Optional[str]:
+        """What is wrong when the task lives and its latest sample (written at ``written_at``) is stale."""
+        if self.status is None or self.status.state not in LIVE_STATES:
+            return None
+        age = now - written_at
+        return f"task {self.key.path}: no sample for {age:.1f} s" if age > fresh_within(interval) else None
 
-def endpoint_document(config: Config, port: int) -> Dict[str, Any]:
-    host = config.endpoint.advertise
+    def ready(self, etcd_required: bool) -> Optional[str]:
+        """Where the task stands once it runs (or was adopted paused) and etcd holds that state (or, unless
+        etcd is required, etcd is away): what READY=1's STATUS= says; None until then."""
+        live = self.status is not None and self.status.state in LIVE_STATES  # an adopted paused task too
+        registered = live and self.status is not None and self.etcd.get("state") == self.status.state.value
+        if not live or not (registered or (not etcd_required and self.etcd.get("connected") is False)):
+            return None
+        state = self.status.state.value if self.status else "running"
+        return f"task {state}; " + ("registered in etcd" if registered else "etcd unreachable, retrying")
+
+
+def hang_grace(interval: float) -> float:
+    """How late past its promise a worker may be before it is killed as hung: as late as keeps a hung
+    worker replaced within 3 intervals + 2 s (its promise is at most MAX_WAIT + BEAT_SLACK away), so
+    a busy host's scheduling delays are forgiven as far as that allows (3.5 s at a 1 s interval)."""
+    return max(MIN_HANG_GRACE, 3 * interval + 2 - MAX_WAIT - BEAT_SLACK - RESTART_MARGIN)
+
+
+def etcd_refusal(report: Dict[str, Any], etcd: EtcdSection) -> Optional[str]:
+    """With ``required = true``, the failure an ``etcd`` report means (refused, or no answer), else None."""
+    if report.get("connected") is not False:
+        return None
+    hosts = ",".join(f"{h}:{p}" for h, p in etcd.hosts)
+    refused = report.get("refused")
+    if refused:
+        return f"etcd at {hosts} refused horizon ({refused}) and [etcd] required = true: {report.get('fix')}"
+    return f"etcd at {hosts} does not answer and [etcd] required = true: start etcd, or set required = false"
+
+
+def endpoint_document(endpoint: EndpointSection, port: int, path: str = "") -> Dict[str, Any]:
+    """Where the task is served, as etcd and /info show it: ``path`` is its place on a host tree's endpoint."""
+    host = endpoint.advertise
     shown = f"[{host}]" if ":" in host else host
-    return {"host": host, "port": port, "url": f"http://{shown}:{port}"}
+    return {"host": host, "port": port, "url": f"http://{shown}:{port}{path}", "path": path}
 
 
 class TaskFlow:
@@ -64,7 +100,7 @@ class TaskFlow:
         self.sockets = sockets
         self.notifier = notifier
         self.lock_fds = list(lock_fds)
-        self.endpoint = endpoint_document(config, sockets[0].getsockname()[1])
+        self.endpoint = endpoint_document(config.endpoint, sockets[0].getsockname()[1])
         self.ending = Ending()
         self.views = {config.key: TaskView(config.key)}
         self.container_role = ContainerRole(self)
@@ -84,11 +120,7 @@ class TaskFlow:
 
     @property
     def hang_grace(self) -> float:
-        """How late past its promise a worker may be before it is killed as hung: as late as keeps a hung
-        worker replaced within 3 intervals + 2 s (its promise is at most MAX_WAIT + BEAT_SLACK away), so
-        a busy host's scheduling delays are forgiven as far as that allows (3.5 s at a 1 s interval)."""
-        budget = 3 * self.config.metrics.interval + 2
-        return max(MIN_HANG_GRACE, budget - MAX_WAIT - BEAT_SLACK - RESTART_MARGIN)
+        return hang_grace(self.config.metrics.interval)
 
     def wake_at(self) -> Optional[float]:
         return self.ending.deadline
@@ -137,6 +169,9 @@ class TaskFlow:
         else:  # no container worker will run (etcd is required and has not answered): nothing to stop
             self.finish()
 
+    def reload(self) -> None:
+        log.info("SIGHUP: a task file is read once at start; restart the supervisor to change it")
+
     def control(self, key: TaskKey, request: Dict[str, Any]) -> None:
         """A control request from the fleet (``horizon stop|pause|resume``, through etcd): a stop is the
         same clean stop as SIGTERM; pause and resume go to the container worker, which owns the task."""
@@ -157,13 +192,10 @@ class TaskFlow:
 
     def problem(self, now: float) -> Optional[str]:
         """A live task whose latest sample is stale: sampling stopped, whatever the workers' heartbeats say."""
-        interval = self.config.metrics.interval
         for key, view in self.views.items():
-            if view.status is None or view.status.state not in LIVE_STATES:
-                continue
-            age = now - self.shm.tasks[key].metrics.written_at
-            if age > fresh_within(interval):
-                return f"task {key.path}: no sample for {age:.1f} s"
+            stale = view.stale(self.shm.tasks[key].metrics.written_at, self.config.metrics.interval, now)
+            if stale is not None:
+                return stale
         return None
 
     # -- what the roles report ----------------------------------------------------------------
@@ -208,28 +240,19 @@ class TaskFlow:
         """With ``required = true`` the container waits for etcd's first answer, and a refusal or silence fails."""
         if report.get("connected"):
             self.container_role.held = False  # the arbiter starts it on its next turn
-        elif report.get("connected") is False:
-            hosts = ",".join(f"{h}:{p}" for h, p in self.config.etcd.hosts)
-            refused = report.get("refused")
-            self.ending.fail(
-                f"etcd at {hosts} refused horizon ({refused}) and [etcd] required = true: {report.get('fix')}"
-                if refused else
-                f"etcd at {hosts} does not answer and [etcd] required = true: start etcd, or set required = false"
-            )
+        failure = etcd_refusal(report, self.config.etcd)
+        if failure is not None:
+            self.ending.fail(failure)
             self.finish()
 
     def maybe_ready(self, view: TaskView) -> None:
         """READY=1 once the task runs (or was adopted paused) and etcd holds that state (or, unless etcd
         is required, etcd is away)."""
-        live = view.status is not None and view.status.state in LIVE_STATES  # an adopted paused task too
-        registered = live and view.status is not None and view.etcd.get("state") == view.status.state.value
-        etcd_settled = registered or (not self.config.etcd.required and view.etcd.get("connected") is False)
-        if live and etcd_settled and not view.ready_sent:
+        where = view.ready(self.config.etcd.required)
+        if where is not None and not view.ready_sent:
             view.ready_sent = True
-            where = "registered in etcd" if registered else "etcd unreachable, retrying"
-            state = view.status.state.value if view.status else "running"
-            self.notifier.send("READY=1", f"STATUS=task {state}; {where}; endpoint {self.endpoint['url']}")
-            log.info("task %s; %s", state, where)
+            self.notifier.send("READY=1", f"STATUS={where}; endpoint {self.endpoint['url']}")
+            log.info("%s", where)
 
 
 def supervise(config: Config, log_level: int, notifier: Optional[Notifier] = None) -> Tuple[int, Optional[str]]:
@@ -240,7 +263,7 @@ def supervise(config: Config, log_level: int, notifier: Optional[Notifier] = Non
     except AlreadySupervised as exc:
         raise StartupError(f"task {config.task.service}/{config.task.name}: {exc}", 1) from None
     try:
-        sockets = bind(config)
+        sockets = bind(config.endpoint, config.source)
         try:
             notifier = notifier or Notifier()
             flow = TaskFlow(config, sockets, notifier, [lock.fd] if lock.fd is not None else [])

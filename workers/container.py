@@ -46,7 +46,7 @@ from supervisor.shm import SharedMemory, TaskSlots
 from supervisor.channel import Outbox
 from supervisor.state import Ended, Status, TaskMachine, TaskState, utc_now
 from workers.loglines import LAST_LOGS, last_lines
-from workers.process import Worker, become_worker, drain
+from workers.process import Link, become_worker, drain
 from workers.sampler import DETAIL_PERIOD, Sampler
 from workers.seqfile import SeqFile
 
@@ -176,7 +176,7 @@ class TaskOutput:
 
 
 class ContainerWorker:
-    def __init__(self, config: Config, output: TaskOutput, worker: Worker, report: Optional[SelfReport] = None) -> None:
+    def __init__(self, config: Config, output: TaskOutput, worker: Link, report: Optional[SelfReport] = None) -> None:
         self.config = config
         self.output = output
         self.report = report  # the worker's own figures (supervisor/selfstats.py)
@@ -362,7 +362,7 @@ class ContainerWorker:
 
         container_id = str(container.id)
         self._exit_seen.clear()
-        threading.Thread(target=wait, name="wait", daemon=True).start()
+        threading.Thread(target=wait, name=f"{threading.current_thread().name} wait", daemon=True).start()
 
     # -- the task's life ----------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ request for one of the publisher's tasks over through a queue and a pipe the loo
 then passes it to the parent (a ``control`` frame, once per id) and deletes the key, guarded by its
 revision, once the task's status settles it (``Status.settles``). Requests already there when the watch
 starts (written while no supervisor was up, or taken by a supervisor killed before it acted) count too;
-a request nobody takes expires with its own TTL.
+a request nobody takes expires with its own TTL. A host tree's tasks come and go (``watch``): the
+requests seen for other tasks are kept (until deleted), so a task taken on later gets its own at once.
 """
 
 from __future__ import annotations
@@ -65,11 +66,15 @@ class ControlWatch:
     def __init__(self, backend: Backend, namespace: str, tasks: List[TaskKey]) -> None:
         self.backend = backend
         self.prefix = control_prefix(namespace) + "/"
-        self.tasks = {control_key(namespace, task.service, task.name): task for task in tasks}
+        self.namespace = namespace
+        self.tasks: Dict[str, TaskKey] = {}
+        self.unclaimed: Dict[str, Entry] = {}  # the latest entry of each key under the prefix of no task of ours
+        self._lock = threading.Lock()  # tasks and unclaimed: the loop's ``watch`` and the thread's hand-over
         self.requests: "queue.SimpleQueue[Request]" = queue.SimpleQueue()
         self.fd, self._wake = os.pipe()
         os.set_blocking(self.fd, False)
         self._thread = threading.Thread(target=self._run, name="control-watch", daemon=True)
+        self.watch(tasks)
 
     def start(self) -> "ControlWatch":
         self._thread.start()
@@ -87,8 +92,28 @@ class ControlWatch:
             taken.append(self.requests.get_nowait())
         return taken
 
-    def _hand_over(self, entries: List[Entry]) -> None:
-        found = [request for request in (parse(entry, self.tasks) for entry in entries) if request]
+    def watch(self, tasks: List[TaskKey]) -> None:
+        """The tasks whose requests count from now on; requests already seen for a new one are handed over."""
+        with self._lock:
+            self.tasks = {control_key(self.namespace, task.service, task.name): task for task in tasks}
+            claimed = [entry for key, entry in self.unclaimed.items() if key in self.tasks]
+            for entry in claimed:
+                del self.unclaimed[entry.key]
+        self._hand_over(claimed)
+
+    def _hand_over(self, entries: List[Entry], whole: bool = False) -> None:
+        """Hand over the requests among ``entries`` (``whole``: everything under the prefix now)."""
+        with self._lock:
+            if whole:
+                self.unclaimed.clear()
+            for entry in entries:
+                if entry.key in self.tasks:
+                    continue
+                if entry.value is None:
+                    self.unclaimed.pop(entry.key, None)
+                else:
+                    self.unclaimed[entry.key] = entry
+            found = [request for request in (parse(entry, self.tasks) for entry in entries) if request]
         for request in found:
             self.requests.put(request)
         if found:
@@ -101,7 +126,7 @@ class ControlWatch:
             try:
                 if after is None:
                     entries, after = self.backend.read_prefix(self.prefix)
-                    self._hand_over(entries)
+                    self._hand_over(entries, whole=True)
                 changes, after = self.backend.wait(self.prefix, after, WAIT)
                 self._hand_over(changes)
             except Missing:

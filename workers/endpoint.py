@@ -37,7 +37,7 @@ from http.client import responses
 import socket
 import time
 from datetime import datetime
-from typing import Any, Awaitable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import tornado.httpserver
 import tornado.httputil
@@ -46,13 +46,13 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
-from supervisor.frames import TaskKey
+from supervisor.frames import Frame, TaskKey
 from supervisor.link import WorkerStart
 from supervisor.selfstats import read_reports, usage_document
 from supervisor.shm import SharedMemory, Slot, TaskSlots
 from supervisor.state import Status, TaskState, fresh_within
 from workers.engine_api import Call, Engine, EngineError
-from workers.exposition import OPENMETRICS, Exposition, wanted_format
+from workers.exposition import OPENMETRICS, Exposition, Family, join, wanted_format
 from workers.loglines import BadQuery, Demux, parse_follow, parse_tail
 from workers.page import PAGE
 from workers.process import become_worker
@@ -99,7 +99,7 @@ class Documents:
         self._exposition = Exposition(self.labels())
         self._labelled_by = -1  # the info slot's seq the labels come from
         self._grouped = -1  # the metrics slot's seq the process groups have taken
-        self._rendered: Dict[str, Tuple[int, bytes]] = {}
+        self._rendered: Dict[str, Tuple[int, List[Family], bytes]] = {}
 
     def supervisor_section(self) -> Dict[str, Any]:
         """horizon's own figures, as of this sample: its processes, frames, etcd requests, restarts."""
@@ -123,10 +123,20 @@ class Documents:
 
     def exposition(self, fmt: str) -> Optional[bytes]:
         """The latest sample in Prometheus' ``fmt`` (TEXT or OPENMETRICS); None before the first one."""
+        rendered = self.rendered(fmt)
+        return rendered[2] if rendered is not None else None
+
+    def families(self, fmt: str) -> List[Family]:
+        """The latest sample's Prometheus families (for a host's exposition of every task); [] before one."""
+        rendered = self.rendered(fmt)
+        return rendered[1] if rendered is not None else []
+
+    def rendered(self, fmt: str) -> Optional[Tuple[int, List[Family], bytes]]:
+        """(seq, families, text) of the latest sample in ``fmt``, rendered once per sample and format."""
         seq = self.slots.metrics.seq
         cached = self._rendered.get(fmt)
         if cached is not None and cached[0] == seq:
-            return cached[1]
+            return cached
         document = self.get("metrics")[0]
         if document is None:
             return None
@@ -136,9 +146,9 @@ class Documents:
         if self._grouped != seq:
             self._grouped = seq
             self._exposition.update(document)
-        body = self._exposition.render(document, fmt == OPENMETRICS)
-        self._rendered[fmt] = (seq, body)
-        return body
+        families = self._exposition.families(document, fmt == OPENMETRICS)
+        self._rendered[fmt] = (seq, families, join([families], fmt == OPENMETRICS))
+        return self._rendered[fmt]
 
     def get(self, name: str) -> Tuple[Optional[Dict[str, Any]], Optional[bytes]]:
         """(document, its JSON) or (None, None) when the slot is empty."""
@@ -192,21 +202,38 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.finish(to_json({"error": message, "status": status}))
 
-    def status_document(self) -> Dict[str, Any]:
-        document = self.documents.get("status")[0]
-        status = Status.from_dict(document) if document else Status(TaskState.STARTING, updated_at="")
-        started = parse_time(status.started_at)
-        ended = parse_time(status.finished_at) or time.time()
-        return {
-            "state": status.state.value,
-            "running": status.running,
-            "exit_code": status.exit_code,
-            "reason": status.reason,
-            "started_at": status.started_at,
-            "finished_at": status.finished_at,
-            "restarts": status.restarts,
-            "uptime_s": round(ended - started, 3) if started else 0.0,
-        }
+
+def status_document(documents: Documents) -> Dict[str, Any]:
+    """GET /status: the task's state, how it ended, and for how long it ran."""
+    document = documents.get("status")[0]
+    status = Status.from_dict(document) if document else Status(TaskState.STARTING, updated_at="")
+    started = parse_time(status.started_at)
+    ended = parse_time(status.finished_at) or time.time()
+    return {
+        "state": status.state.value,
+        "running": status.running,
+        "exit_code": status.exit_code,
+        "reason": status.reason,
+        "started_at": status.started_at,
+        "finished_at": status.finished_at,
+        "restarts": status.restarts,
+        "uptime_s": round(ended - started, 3) if started else 0.0,
+    }
+
+
+def health_document(documents: Documents, interval: float) -> Dict[str, Any]:
+    """GET /health: healthy while the task runs and its latest sample is fresh, else the reason."""
+    status = status_document(documents)
+    metrics = documents.get("metrics")[0]
+    age = time.time() - metrics["timestamp"] if metrics else None
+    fresh = age is not None and age <= fresh_within(interval)
+    healthy = status["running"] and fresh
+    reason = None if healthy else (
+        f"the task is {status['state']}" if not status["running"]
+        else "no sample yet" if age is None else f"no sample for {age:.1f} s"
+    )
+    return {"healthy": healthy, "state": status["state"], "reason": reason,
+            "sample_age_s": round(age, 3) if age is not None else None}
 
 
 def metrics_answer(documents: Documents, accept: Optional[str]) -> Tuple[int, bytes, str]:
@@ -238,7 +265,7 @@ class HistoryHandler(JsonHandler):
 
 class StatusHandler(JsonHandler):
     def get(self) -> None:
-        self.send(to_json(self.status_document()))
+        self.send(to_json(status_document(self.documents)))
 
 
 class InfoHandler(JsonHandler):
@@ -248,18 +275,8 @@ class InfoHandler(JsonHandler):
 
 class HealthHandler(JsonHandler):
     def get(self) -> None:
-        status = self.status_document()
-        metrics = self.documents.get("metrics")[0]
-        age = time.time() - metrics["timestamp"] if metrics else None
-        fresh = age is not None and age <= fresh_within(self.interval)
-        healthy = status["running"] and fresh
-        reason = None if healthy else (
-            f"the task is {status['state']}" if not status["running"]
-            else "no sample yet" if age is None else f"no sample for {age:.1f} s"
-        )
-        body = {"healthy": healthy, "state": status["state"], "reason": reason,
-                "sample_age_s": round(age, 3) if age is not None else None}
-        self.send(to_json(body), 200 if healthy else 503)
+        body = health_document(self.documents, self.interval)
+        self.send(to_json(body), 200 if body["healthy"] else 503)
 
 
 class LogReaders:
@@ -388,19 +405,23 @@ class NotFoundHandler(JsonHandler):
 
 
 def make_app(slots: TaskSlots, endpoint: Dict[str, Any], interval: float,
-             engine: Optional[Engine] = None, reports: Optional[Dict[str, Slot]] = None) -> tornado.web.Application:
+             engine: Optional[Engine] = None, reports: Optional[Dict[str, Slot]] = None,
+             prefix: str = "") -> tornado.web.Application:
     """The endpoint's routes; ``engine`` (for /logs) is the one DOCKER_HOST names unless given;
-    ``reports`` are the processes' own (the "supervisor" section of /metrics)."""
+    ``reports`` are the processes' own (the "supervisor" section of /metrics). On a host tree's endpoint
+    a task's routes are under its ``prefix``, ``/tasks/SERVICE/TASK`` (its page at ``prefix/``)."""
     shared = {"documents": Documents(slots, reports), "endpoint": endpoint, "interval": interval}
-    routes = [
-        (r"/", PageHandler, shared),
-        (r"/metrics", MetricsHandler, shared),
-        (r"/metrics/history", HistoryHandler, shared),
-        (r"/status", StatusHandler, shared),
-        (r"/info", InfoHandler, shared),
-        (r"/health", HealthHandler, shared),
-        (r"/logs", LogsHandler, dict(shared, logs=LogReaders(engine or Engine()))),
+    routes: List[Any] = [
+        (rf"{prefix}/", PageHandler, shared),
+        (rf"{prefix}/metrics", MetricsHandler, shared),
+        (rf"{prefix}/metrics/history", HistoryHandler, shared),
+        (rf"{prefix}/status", StatusHandler, shared),
+        (rf"{prefix}/info", InfoHandler, shared),
+        (rf"{prefix}/health", HealthHandler, shared),
+        (rf"{prefix}/logs", LogsHandler, dict(shared, logs=LogReaders(engine or Engine()))),
     ]
+    if prefix:  # the page's links are relative: it must be served at prefix/
+        routes.append((prefix, tornado.web.RedirectHandler, {"url": f"{prefix}/"}))
     return tornado.web.Application(
         routes, default_handler_class=NotFoundHandler, default_handler_args=shared, compress_response=False,
         documents=shared["documents"],
@@ -413,7 +434,14 @@ class FastMetrics(tornado.httputil.HTTPServerConnectionDelegate):
 
     def __init__(self, app: tornado.web.Application) -> None:
         self.app = app
-        self.documents: Documents = app.settings["documents"]  # the handlers' own cache
+        self.documents: Optional[Documents] = app.settings.get("documents")  # the handlers' own cache
+
+    def route(self, path: str) -> Tuple[tornado.web.Application, Optional[Documents]]:
+        """The application a request for ``path`` goes to, and the documents when it is a fast /metrics."""
+        return self.app, (self.documents if path == "/metrics" else None)
+
+    def on_frame(self, frame: Frame) -> None:
+        """A frame from the parent: a task tree's endpoint is told nothing."""
 
     def start_request(self, server_conn: object, request_conn: Any) -> tornado.httputil.HTTPMessageDelegate:
         return _Dispatch(self, server_conn, request_conn)
@@ -425,14 +453,17 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
         self.inner: Optional[tornado.httputil.HTTPMessageDelegate] = None
         self.head = False
         self.accept: Optional[str] = None
+        self.documents: Optional[Documents] = None
 
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
-        fast = start_line.path == "/metrics" and start_line.method in ("GET", "HEAD")
+        app, documents = self.fast.route(start_line.path)
+        fast = documents is not None and start_line.method in ("GET", "HEAD")
         if fast and header_bytes(start_line.path, headers) <= MAX_HEADER_BYTES:
             self.head = start_line.method == "HEAD"
             self.accept = headers.get("Accept")
+            self.documents = documents
             return None
-        self.inner = self.fast.app.start_request(self.server_conn, self.conn)
+        self.inner = app.start_request(self.server_conn, self.conn)
         return self.inner.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:
@@ -442,7 +473,8 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
         if self.inner is not None:
             self.inner.finish()
             return
-        status, body, content_type = metrics_answer(self.fast.documents, self.accept)
+        assert self.documents is not None  # set by headers_received whenever no inner delegate is
+        status, body, content_type = metrics_answer(self.documents, self.accept)
         headers = tornado.httputil.HTTPHeaders(JSON_HEADERS, **{"Content-Type": content_type})
         headers["Content-Length"] = str(len(body))
         headers["Date"] = tornado.httputil.format_timestamp(time.time())  # as RequestHandler sends it
@@ -457,22 +489,28 @@ class _Dispatch(tornado.httputil.HTTPMessageDelegate):
 
 def run(start: WorkerStart, shm: SharedMemory, key: TaskKey, sockets: List[socket.socket],
         endpoint: Dict[str, Any], interval: float) -> None:
-    """Entry point of the endpoint worker process; its IOLoop is made here, after the fork.
+    """Entry point of a task tree's endpoint worker process."""
+    serve(start, sockets, lambda: FastMetrics(make_app(shm.tasks[key], endpoint, interval, reports=shm.reports)))
 
-    Nothing is ever sent on its inbox: EOF there means the parent closed it (time to go) or died.
-    """
+
+def serve(start: WorkerStart, sockets: List[socket.socket], make: Callable[[], "FastMetrics"]) -> None:
+    """Serve what ``make`` makes (once the worker is set up) on the parent's sockets; the IOLoop is made
+    here, after the fork. The parent's frames go to its ``on_frame``; EOF on the inbox means the parent
+    closed it (time to go) or died."""
     worker = become_worker(start, period=BEAT_MS / 1000)
     worker.outbox.close()  # the endpoint says nothing to the parent
     # No line per request: a client's bad request is its own business, 503 is an answer, and a handler
     # that fails is logged with its traceback by tornado.application.
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
     logging.getLogger("tornado.general").setLevel(max(start.log_level, logging.WARNING))
-    server = tornado.httpserver.HTTPServer(FastMetrics(make_app(shm.tasks[key], endpoint, interval, reports=shm.reports)), **SERVER_OPTIONS)
+    delegate = make()
+    server = tornado.httpserver.HTTPServer(delegate, **SERVER_OPTIONS)
     server.add_sockets(sockets)
     loop = tornado.ioloop.IOLoop.current()
 
     def check_parent(*_: Any) -> None:
-        worker.inbox.read()
+        for frame in worker.inbox.read():
+            delegate.on_frame(frame)
         if worker.inbox.eof or worker.watch.gone():
             loop.stop()
 

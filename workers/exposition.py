@@ -56,6 +56,22 @@ def wanted_format(accept: Optional[str]) -> Optional[str]:
     return best[1]
 
 
+Family = Tuple[str, List[str]]  # its "# HELP" and "# TYPE" lines, and its samples' lines
+
+
+def join(tasks: Iterable[List[Family]], openmetrics: bool) -> bytes:
+    """One exposition of many tasks' families: each family declared once, with every task's samples under
+    it (Prometheus and promtool refuse a family declared twice)."""
+    merged: Dict[str, List[str]] = {}
+    for families in tasks:
+        for header, lines in families:
+            merged.setdefault(header, []).extend(lines)
+    text = [line for header, lines in merged.items() for line in (header, *lines)]
+    if openmetrics:
+        text.append("# EOF")
+    return ("\n".join(text) + "\n").encode()
+
+
 def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -142,18 +158,22 @@ class Exposition:
         self.groups.update(document.get("processes", []))
 
     def render(self, document: Mapping[str, Any], openmetrics: bool) -> bytes:
-        lines: List[str] = []
+        return join([self.families(document, openmetrics)], openmetrics)
+
+    def families(self, document: Mapping[str, Any], openmetrics: bool) -> List[Family]:
+        """The sample's families, each its header lines and its sample lines (``join`` makes the text)."""
+        found: List[Family] = []
 
         def family(name: str, kind: str, text: str, samples: List[Tuple[str, Any]]) -> None:
             if not samples:
                 return
             counter = kind == "counter"
             declared = name if (openmetrics or not counter) else f"{name}_total"
-            lines.append(f"# HELP {declared} {text}")
-            lines.append(f"# TYPE {declared} {kind}")
+            lines = []
             for extra, value in samples:
                 labels = f"{self.labels},{extra}" if extra else self.labels
                 lines.append(f"{name}{'_total' if counter else ''}{{{labels}}} {number(value)}")
+            found.append((f"# HELP {declared} {text}\n# TYPE {declared} {kind}", lines))
 
         container = document.get("container", {})
         for name, kind, text, key in CONTAINER_FAMILIES:
@@ -167,9 +187,7 @@ class Exposition:
                 for group, values in folded for kind in ("voluntary", "involuntary")])
         family("horizon_sample_seq", "gauge", "Number of the latest sample.", [("", document.get("seq", 0))])
         self.render_self(document.get("supervisor"), family)
-        if openmetrics:
-            lines.append("# EOF")
-        return ("\n".join(lines) + "\n").encode()
+        return found
 
     @staticmethod
     def render_self(section: Optional[Mapping[str, Any]], family: Callable[[str, str, str, List[Tuple[str, Any]]], None]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import select
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Protocol
 
 from supervisor.channel import Inbox, Outbox
 from supervisor.link import BEAT_SLACK, WorkerStart
@@ -98,6 +99,30 @@ class Worker:
         self.watch = ParentWatch()
         self.pulse = Pulse(start.heartbeat, period)
         self.pulse.beat()
+
+
+class Link(Protocol):
+    """What a worker's loop works through: a ``Worker``'s, or in a host tree one task's share of it."""
+
+    @property
+    def inbox(self) -> Inbox: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def watch(self) -> ParentWatch: ...
+
+    @property
+    def pulse(self) -> Pulse: ...
+
+
+def raise_fd_limit() -> None:
+    """A worker serving many tasks holds descriptors for each (pipes, engine connections, cgroup files):
+    take the whole of what the host allows (systemd's hard limit is 512k; the soft one, 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def drain(outbox: Outbox, pulse: Pulse, timeout: float) -> None:

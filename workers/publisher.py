@@ -23,7 +23,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional, Set
 
-from supervisor.config import Config
+from supervisor.config import Config, password
+from supervisor.hostconfig import HostConfig
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.layout import RECORD_KEYS, STORED_PROCESSES
 from supervisor.etcd.store import Backend, RequestSpan, connect
@@ -303,8 +304,11 @@ class PublisherWorker:
 
     def __init__(self, records: Dict[TaskKey, TaskRecord], worker: Worker, backend: Backend,
                  control: Optional[ControlWatch] = None, report: Optional[SelfReport] = None,
-                 stats: Optional[RequestStats] = None) -> None:
+                 stats: Optional[RequestStats] = None, host_tree: bool = False) -> None:
+        """``host_tree``: tasks come (``task``) and go (``drop``), and the worker outlives each final record."""
         self.records = records
+        self.host_tree = host_tree
+        self.finished: Set[TaskKey] = set()  # tasks whose ``finished`` was sent (a host tree's)
         self.backend = backend
         self.control = control
         self.report = report
@@ -317,6 +321,9 @@ class PublisherWorker:
         self.pulse = worker.pulse
 
     def receive(self, frame: Frame) -> None:
+        if frame.kind in ("task", "drop"):
+            self.take_on(frame) if frame.kind == "task" else self.drop(frame.task)
+            return
         record = self.records.get(frame.task)
         if record is None:
             log.error("bug: a %s frame for %s, a task this publisher does not keep", frame.kind, frame.task.path)
@@ -355,12 +362,37 @@ class PublisherWorker:
                 report = record.changed_report()
                 if report is not None:
                     self.send("etcd", key, report)
-            if all(record.done or record.given_up(record.clock()) for record in self.records.values()):
+            over = [key for key, record in self.records.items()
+                    if key not in self.finished and (record.done or record.given_up(record.clock()))]
+            if self.host_tree:
+                for key in over:
+                    self.finished.add(key)
+                    self.send("finished", key, {"published": self.records[key].done})
+            elif len(over) == len(self.records):
                 for key, record in self.records.items():
                     self.send("finished", key, {"published": record.done})
                 drain(self.outbox, self.pulse, 2.0)
                 return EXIT_DONE
             self.wait()
+
+    def take_on(self, frame: Frame) -> None:
+        """A host tree's new task: its record, and its control key watched."""
+        if frame.task not in self.records:
+            config = Config.from_document(frame.body["config"])
+            self.records[frame.task] = TaskRecord(config, self.backend, frame.body["endpoint"])
+            self.watch_control()
+
+    def drop(self, key: TaskKey) -> None:
+        """A host tree's task whose end is recorded: forget it."""
+        self.records.pop(key, None)
+        self.finished.discard(key)
+        self.acted.pop(key, None)
+        self.pending.pop(key, None)
+        self.watch_control()
+
+    def watch_control(self) -> None:
+        if self.control is not None:
+            self.control.watch(list(self.records))
 
     def pass_on(self, request: Request) -> None:
         """A control request to the parent, once (by id). Its key stays in etcd until the task's status
@@ -413,13 +445,27 @@ def run(start: WorkerStart, config: Config, endpoint: Dict[str, Any], shm: Share
     """Entry point of the publisher worker process."""
     worker = become_worker(start, period=MAX_WAIT)
     stats = RequestStats(worker.pulse.busy)
-    backend = connect(config.etcd, config.etcd_password, stats)
+    backend = connect(config.etcd, password(config.etcd), stats)
     # The watch has a backend of its own: it waits on etcd in its thread, never in the loop's requests.
-    control = ControlWatch(connect(config.etcd, config.etcd_password), config.etcd.namespace, [config.key])
+    control = ControlWatch(connect(config.etcd, password(config.etcd)), config.etcd.namespace, [config.key])
     try:
         record = TaskRecord(config, backend, endpoint)
         report = SelfReport(shm.reports["publisher"])
         code = PublisherWorker({config.key: record}, worker, backend, control.start(), report, stats).run()
+    finally:
+        backend.close()
+    sys.exit(code)
+
+
+def run_host(start: WorkerStart, host: HostConfig, shm: SharedMemory) -> None:
+    """Entry point of a host tree's publisher: one etcd connection for every task it is handed."""
+    worker = become_worker(start, period=MAX_WAIT)
+    stats = RequestStats(worker.pulse.busy)
+    backend = connect(host.etcd, password(host.etcd), stats)
+    control = ControlWatch(connect(host.etcd, password(host.etcd)), host.etcd.namespace, [])
+    try:
+        report = SelfReport(shm.reports["publisher"])
+        code = PublisherWorker({}, worker, backend, control.start(), report, stats, host_tree=True).run()
     finally:
         backend.close()
     sys.exit(code)

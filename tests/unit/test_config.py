@@ -196,7 +196,7 @@ def test_a_full_file_converts_every_value(tmp_path, files):
     assert (task.memory, task.stop_signal, task.stop_timeout, task.remove) == (64 << 20, "SIGINT", 3, False)
     assert etcd.hosts == (("10.0.0.1", 2379), ("::1", 2380), ("etcd.local", 2379))
     assert (etcd.namespace, etcd.ttl, etcd.timeout, etcd.required) == ("/x/y", 9, 0.5, True)
-    assert config.etcd_password == "hunter2" and "hunter2" not in repr(config)
+    assert cfg.password(config.etcd) == "hunter2" and "hunter2" not in repr(config)
     assert (config.metrics.interval, config.metrics.publish_every) == (0.25, 2)
     assert (config.endpoint.port, config.endpoint.advertise) == (8080, "node1.example")
     assert config.task_prefix == "/x/y/services/web/web.1"
@@ -204,7 +204,7 @@ def test_a_full_file_converts_every_value(tmp_path, files):
 
 def test_a_password_given_inline_is_kept_out_of_the_repr(tmp_path):
     config = load_text(tmp_path, BASE + "[etcd]\nusername = root\npassword = s3cr3t-value\n")
-    assert config.etcd_password == "s3cr3t-value" and "s3cr3t-value" not in repr(config)
+    assert cfg.password(config.etcd) == "s3cr3t-value" and "s3cr3t-value" not in repr(config)
 
 
 def test_defaults(tmp_path):

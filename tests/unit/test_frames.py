@@ -25,6 +25,10 @@ BODIES = {
     "finished": {"published": False},
     "control": {"action": "stop"},
     "finish": {},
+    "task": {"slot": 3, "config": {"source": "/etc/horizon/tasks.d/web.ini", "task": {"command": ["sleep", "1"]}},
+             "endpoint": {"url": "http://127.0.0.1:8080/tasks/web/task-1"}},
+    "drop": {},
+    "ended": {"code": 0},
 }
 GOOD = frames.encode("status", TASK, {"state": "running"})
 # Bytes that are not frames; several are msgpack headers that would swallow what follows them.
@@ -63,14 +67,14 @@ def test_every_kind_round_trips(kind: str) -> None:
     [
         (raw_frame({"v": 1, "kind": "status", "task": "web/task-1", "body": {}}), "version 1"),
         (raw_frame({"kind": "status", "body": {}}), "version None"),
-        (raw_frame({"v": 2, "kind": "bogus", "task": "web/task-1", "body": {}}), "unknown frame kind 'bogus'"),
-        (raw_frame({"v": 2, "kind": "status", "task": "web/task-1", "body": [1]}), "body is not a map"),
-        (raw_frame({"v": 2, "kind": "status"}), "body is not a map"),
-        (raw_frame({"v": 2, "kind": "status", "body": {}}), "has no task"),
-        (raw_frame({"v": 2, "kind": "status", "task": "web", "body": {}}), "is not SERVICE/TASK"),
+        (raw_frame({"v": frames.VERSION, "kind": "bogus", "task": "web/task-1", "body": {}}), "unknown frame kind 'bogus'"),
+        (raw_frame({"v": frames.VERSION, "kind": "status", "task": "web/task-1", "body": [1]}), "body is not a map"),
+        (raw_frame({"v": frames.VERSION, "kind": "status"}), "body is not a map"),
+        (raw_frame({"v": frames.VERSION, "kind": "status", "body": {}}), "has no task"),
+        (raw_frame({"v": frames.VERSION, "kind": "status", "task": "web", "body": {}}), "is not SERVICE/TASK"),
         (raw_frame([1, "status", {}]), "not a map"),
         (raw_frame("status"), "not a map"),
-        (raw_frame({"v": 2, "kind": "status", "task": "web/task-1", "body": {1: "x"}}), "undecodable"),  # int keys
+        (raw_frame({"v": frames.VERSION, "kind": "status", "task": "web/task-1", "body": {1: "x"}}), "undecodable"),  # int keys
         (b"\xc1", "undecodable"),
         (b"", "undecodable"),
         (GOOD + b"\x00", "undecodable"),  # two objects
@@ -106,9 +110,9 @@ def test_garbage_is_counted_and_the_next_frames_still_arrive(garbage: bytes, tog
     "bad",
     [
         raw_frame({"v": 1, "kind": "status", "task": "web/task-1", "body": {}}),
-        raw_frame({"v": 2, "kind": "bogus", "task": "web/task-1", "body": {}}),
-        raw_frame({"v": 2, "kind": "status", "task": "web/task-1", "body": "not a map"}),
-        raw_frame({"v": 2, "kind": "status", "task": "web/task-1", "body": {1: 2}}),
+        raw_frame({"v": frames.VERSION, "kind": "bogus", "task": "web/task-1", "body": {}}),
+        raw_frame({"v": frames.VERSION, "kind": "status", "task": "web/task-1", "body": "not a map"}),
+        raw_frame({"v": frames.VERSION, "kind": "status", "task": "web/task-1", "body": {1: 2}}),
     ],
     ids=["wrong-version", "unknown-kind", "non-map-body", "int-keys"],
 )
@@ -120,7 +124,7 @@ def test_a_rejected_frame_in_a_stream_is_counted_once(bad: bytes) -> None:
 
 def test_an_oversize_frame_in_a_stream_is_dropped() -> None:
     decoder = frames.StreamDecoder()
-    oversize = raw_frame({"v": 2, "kind": "info", "task": "web/task-1", "body": {"pad": "x" * frames.MAX_FRAME_BYTES}})
+    oversize = raw_frame({"v": frames.VERSION, "kind": "info", "task": "web/task-1", "body": {"pad": "x" * frames.MAX_FRAME_BYTES}})
     assert decoder.feed(oversize + GOOD) == [frames.Frame("status", TASK, {"state": "running"})]
     assert decoder.malformed == 1
 

@@ -1,0 +1,251 @@
+"""The container worker of a host tree: every task's container, each on a thread of its own.
+
+Each task is today's ``ContainerWorker`` (workers/container.py), unchanged, on a thread named after the
+task: engine calls block (a stop waits the task's ``stop_timeout``), and one task's wait must never hold
+another's samples back. Each thread keeps its own schedule (its task's interval), so tasks with
+different intervals keep their own ticks. The main thread routes the parent's frames to the task they
+name (``task`` starts a thread, ``control`` reaches that thread, ``drop`` forgets the task), tells the
+parent when a task's thread is done (``ended``), and keeps the worker's heartbeat.
+
+The heartbeat is the main thread's, and it beats only while every task's thread keeps its own promise
+(``TaskPulse``: beats on each turn of its loop, a bound around each engine call, as the single worker's
+pulse). A thread stuck past its promise stops the heartbeat, so the parent kills and restarts the whole
+worker, which adopts every container again, exactly as after a crash: a hang is never left to one task.
+A thread that fails with a bug does the same (exit 1). Frames from every thread go out through one
+outbox, under a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from supervisor import channel
+from supervisor.channel import Inbox, Outbox
+from supervisor.config import Config
+from supervisor.frames import Frame, TaskKey
+from supervisor.link import EXIT_ORPHANED, MAX_WAIT, WorkerStart
+from supervisor.selfstats import SelfReport
+from supervisor.shm import Heartbeat, SharedMemory
+from workers.container import ContainerWorker, TaskOutput, raise_priority
+from workers.process import ParentWatch, Pulse, become_worker, raise_fd_limit
+from workers.seqfile import SeqFile
+
+log = logging.getLogger("container")
+
+EXIT_BUG = 1  # a task's thread failed with a bug: the parent restarts the worker, which adopts every task
+TASK_GRACE = 2.0  # seconds a task's thread may be past its promise before the worker stops its heartbeat
+
+
+class TaskInbox(Inbox):
+    """One task's frames, routed to its thread by the main thread; ``fd`` is readable while some wait."""
+
+    def __init__(self) -> None:
+        read_fd, self._wake = channel.pipe()
+        super().__init__(read_fd)
+        self._frames: "queue.SimpleQueue[Frame]" = queue.SimpleQueue()
+
+    def put(self, frame: Frame) -> None:
+        self._frames.put(frame)
+        self._poke()
+
+    def end(self) -> None:
+        """No more frames: the parent is gone, or dropped the task (its thread leaves as an orphan)."""
+        self.eof = True
+        self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake, b"!")
+        except BlockingIOError:
+            pass  # full: it is readable already
+
+    def read(self) -> List[Frame]:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        taken = []
+        while not self._frames.empty():
+            taken.append(self._frames.get_nowait())
+        return taken
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._wake)
+
+
+class SharedOutbox(Outbox):
+    """The worker's one outbox to the parent, written by every task's thread and the main thread."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self._lock = threading.RLock()
+
+    def send_encoded(self, kind: str, task: TaskKey, data: bytes) -> None:
+        with self._lock:
+            super().send_encoded(kind, task, data)
+
+    def flush(self) -> bool:
+        with self._lock:
+            return super().flush()
+
+
+class TaskPulse(Pulse):
+    """A task thread's pulse: its promise is kept in this process only, and the main thread reads it."""
+
+    def __init__(self, period: float) -> None:
+        super().__init__(Heartbeat(memoryview(bytearray(8))), period)
+
+    @contextmanager
+    def busy(self, seconds: float) -> Iterator[None]:
+        """A bounded wait: the promise holds until its bound (no thread needed: the main thread reads it)."""
+        self.extend(seconds)
+        self.beat()
+        try:
+            yield
+        finally:
+            self._busy_until = 0.0
+            self.beat()
+
+    def overdue(self, now: float) -> bool:
+        return now > max(self.heartbeat.due, self._busy_until) + TASK_GRACE
+
+
+@dataclass
+class TaskLink:
+    """A task thread's share of the worker (workers.process.Link)."""
+
+    inbox: TaskInbox
+    outbox: Outbox
+    watch: ParentWatch
+    pulse: TaskPulse
+
+
+class TaskContext(logging.Filter):
+    """Every line a task's threads log names the task (the threads are named ``task SERVICE/TASK``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = threading.current_thread().name
+        if name.startswith("task "):
+            record.msg = f"{name.split()[1]}: {record.msg}"
+        return True
+
+
+class ContainersWorker:
+    def __init__(self, shm: SharedMemory, start: WorkerStart) -> None:
+        worker = become_worker(start, period=MAX_WAIT)
+        self.shm = shm
+        self.inbox = worker.inbox
+        self.outbox = SharedOutbox(worker.outbox.fd)
+        self.watch = worker.watch
+        self.pulse = worker.pulse
+        self.report = SelfReport(shm.reports["container"])
+        self.links: Dict[TaskKey, TaskLink] = {}
+        self.done: "queue.SimpleQueue[Tuple[TaskKey, TaskLink, Optional[int]]]" = queue.SimpleQueue()
+        self._done_r, self._done_w = channel.pipe()
+        self.stuck: Optional[TaskKey] = None
+
+    def run(self) -> int:
+        while True:
+            now = time.monotonic()
+            stuck = next((key for key, link in self.links.items() if link.pulse.overdue(now)), None)
+            if stuck is None:
+                self.pulse.beat()
+            elif stuck != self.stuck:
+                log.error("task %s: its thread made no progress past its promise: the worker stops its heartbeat "
+                          "(the supervisor restarts it, and every container is adopted)", stuck.path)
+            self.stuck = stuck
+            self.report.maybe(lambda: {"frames_coalesced": self.outbox.coalesced, "tasks": len(self.links)})
+            if self.watch.gone():
+                return self.orphaned()
+            for frame in self.inbox.read():
+                self.route(frame)
+            if self.inbox.eof:
+                return self.orphaned()
+            code = self.reap()
+            if code is not None:
+                return code
+            writers = [self.outbox.fd] if self.outbox.pending else []
+            _, writable, _ = select.select([self.inbox.fd, self._done_r], writers, [], MAX_WAIT)
+            if writable:
+                self.outbox.flush()
+
+    def orphaned(self) -> int:
+        for link in self.links.values():
+            link.inbox.end()
+        return EXIT_ORPHANED
+
+    def route(self, frame: Frame) -> None:
+        if frame.kind == "task":
+            self.take_on(frame)
+        elif frame.kind == "control":
+            link = self.links.get(frame.task)
+            if link is not None:
+                link.inbox.put(frame)
+        elif frame.kind == "drop":
+            link = self.links.pop(frame.task, None)
+            if link is not None:
+                link.inbox.end()  # a thread still running (its stop was given up on) leaves its container
+            self.shm.detach(frame.task)
+        else:
+            log.error("bug: a %s frame for the container worker", frame.kind)
+
+    def take_on(self, frame: Frame) -> None:
+        key = frame.task
+        if key in self.links:
+            return
+        config = Config.from_document(frame.body["config"])
+        slots = self.shm.attach(key, int(frame.body["slot"]))
+        link = TaskLink(TaskInbox(), self.outbox, self.watch, TaskPulse(max(config.metrics.interval, MAX_WAIT)))
+        output = TaskOutput(key, slots, self.outbox, config.metrics.publish_every, SeqFile(config))
+        self.links[key] = link
+        worker = ContainerWorker(config, output, link)
+        threading.Thread(target=self.run_task, args=(key, worker, link), name=f"task {key.path}", daemon=True).start()
+
+    def run_task(self, key: TaskKey, worker: ContainerWorker, link: TaskLink) -> None:
+        code: Optional[int] = None
+        try:
+            code = worker.run()
+        except Exception:  # noqa: BLE001 - a bug: reported, and the worker restarts (see the module doc)
+            log.exception("bug: the thread of task %s failed", key.path)
+        finally:
+            self.done.put((key, link, code))
+            os.write(self._done_w, b"!")
+
+    def reap(self) -> Optional[int]:
+        """Tell the parent about each task whose thread is done; the worker's exit code on a bug."""
+        try:
+            while os.read(self._done_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while not self.done.empty():
+            key, link, code = self.done.get_nowait()
+            link.inbox.close()  # here, not in its thread: the main thread may still route a frame to it
+            if code is None:
+                return EXIT_BUG
+            if self.links.get(key) is link:  # not dropped meanwhile (and perhaps taken on again)
+                del self.links[key]
+                if code != EXIT_ORPHANED:
+                    self.outbox.send("ended", key, {"code": code})
+        return None
+
+
+def run(start: WorkerStart, shm: SharedMemory) -> None:
+    """Entry point of a host tree's container worker process."""
+    worker = ContainersWorker(shm, start)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TaskContext())
+    raise_priority()  # before the threads: they inherit it
+    raise_fd_limit()
+    sys.exit(worker.run())
