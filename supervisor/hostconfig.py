@@ -97,10 +97,13 @@ def load_task(host: HostConfig, path: str) -> cfg.Config:
                               "remove the section here, or make it the same")
     values["etcd"] = dict(host.etcd_values)
     config = cfg.build(values, where, path, os.path.realpath(path))
-    if config.metrics.history > host.host.history:
-        raise cfg.ConfigError(f"{where('metrics', 'history')}: {config.metrics.history} is above the host's "
+    metrics = config.metrics
+    if "history" not in values.get("metrics", {}):  # the default: as much as the host keeps, up to it
+        metrics = dataclasses.replace(metrics, history=min(metrics.history, host.host.history))
+    elif metrics.history > host.host.history:
+        raise cfg.ConfigError(f"{where('metrics', 'history')}: {metrics.history} is above the host's "
                               f"{host.host.history}: lower it, or raise [host] history in {host.source}")
-    return dataclasses.replace(config, endpoint=host.endpoint)
+    return dataclasses.replace(config, endpoint=host.endpoint, metrics=metrics)
 
 
 def scan(host: HostConfig) -> List[TaskFile]:

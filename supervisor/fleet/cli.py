@@ -162,6 +162,8 @@ def parser() -> HorizonParser:
                      help="serve the target list as http_sd JSON here")
     sub.add_argument("--file", metavar="PATH", help="write the target list here (file_sd), on every change")
     sub.add_argument("--once", action="store_true", help="with --file: write it once and exit")
+    sub.add_argument("--targets", choices=("task", "host"), default="task",
+                     help="one target per task (default), or per endpoint: a host tree's /metrics has every task's series")
     return main
 
 
@@ -391,7 +393,7 @@ def prune_records(args: argparse.Namespace) -> int:
             note(f"kept {removal.task.name}: it changed since it was read")
     directories = session.backend.tidy(session.namespace, dry_run=args.dry_run)
     for path in directories:
-        print(f"{verb} the empty service directory {path}")
+        print(f"{verb} the empty directory {path}")
     note(f"{verb} {removed} record{'s' * (removed != 1)} and {len(directories)} empty "
          f"director{'ies' if len(directories) != 1 else 'y'} under {session.namespace}")
     return 0
@@ -417,7 +419,8 @@ def discover(args: argparse.Namespace) -> int:
         trouble[0] = one_line(exc) if exc is not None else None
 
     try:
-        return sd.run(changes.Follower(session.backend, session.namespace), args.listen, args.file, args.once, report)
+        return sd.run(changes.Follower(session.backend, session.namespace), args.listen, args.file, args.once, report,
+                      args.targets)
     except OSError as exc:
         fail(f"cannot serve or write the targets: {exc.strerror or exc}", EXIT_FAILED)
 

@@ -1,6 +1,9 @@
 """``horizon sd``: Prometheus service discovery from etcd (Prometheus has none for etcd: it takes file or
 HTTP discovery). Every live task is a target, its endpoint's ``host:port``, labelled ``service``, ``task``
-and ``tags`` (comma-separated), kept current from an etcd watch (v3) or wait (v2), never by polling.
+and ``tags`` (comma-separated), kept current from an etcd watch (v3) or wait (v2), never by polling. A
+task of a host tree (many tasks behind one endpoint) is scraped at its own path, ``__metrics_path__``
+``/tasks/SERVICE/TASK/metrics``. With ``--targets host`` every endpoint is one target instead, scraped at
+``/metrics``: a host tree's answers with every task's series, so one scrape per host suffices.
 
 - ``--listen HOST:PORT`` serves the http_sd form (``[{"targets": [...], "labels": {...}}]``, JSON) at
   every path, answered from the latest list (a thread of its own, so a slow scrape of it never holds
@@ -32,17 +35,26 @@ def target(host: str, port: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def groups(fleet: Fleet) -> List[Dict[str, Any]]:
-    """One target group per live task whose record says where its endpoint is."""
+def groups(fleet: Fleet, per: str = "task") -> List[Dict[str, Any]]:
+    """One target group per live task whose record says where its endpoint is (``per="task"``), or per
+    endpoint (``per="host"``)."""
     found = []
+    hosts: Dict[str, None] = {}
     for task in fleet.sorted():
         if task.state is None or task.final:
             continue
         host, port = task.endpoint.get("host"), task.endpoint.get("port")
         if not host or not port:
             continue
-        found.append({"targets": [target(str(host), port)],
-                      "labels": {"service": task.service, "task": task.task, "tags": ",".join(task.tags)}})
+        if per == "host":
+            hosts[target(str(host), port)] = None
+            continue
+        labels = {"service": task.service, "task": task.task, "tags": ",".join(task.tags)}
+        path = task.endpoint.get("path")
+        if path:
+            labels["__metrics_path__"] = f"{path}/metrics"
+        found.append({"targets": [target(str(host), port)], "labels": labels})
+    found.extend({"targets": [address], "labels": {}} for address in sorted(hosts))
     return found
 
 
@@ -96,7 +108,7 @@ def http_server(listen: Tuple[str, int], latest: Latest) -> http.server.Threadin
 
 
 def run(follower: Follower, listen: Optional[Tuple[str, int]], path: Optional[str], once: bool,
-        trouble: Callable[[Optional[BaseException]], None]) -> int:
+        trouble: Callable[[Optional[BaseException]], None], per: str = "task") -> int:
     """Discover until interrupted (or once, with ``once``): ``trouble`` hears of etcd's silences (None when
     it answers again); a refusal ends it."""
     latest = Latest()
@@ -105,7 +117,7 @@ def run(follower: Follower, listen: Optional[Tuple[str, int]], path: Optional[st
     follower.read()
     written: Optional[bytes] = None
     while True:
-        data = encode(groups(follower.fleet))
+        data = encode(groups(follower.fleet, per))
         if data != written:
             latest.set(data)
             if path is not None:

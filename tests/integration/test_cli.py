@@ -263,7 +263,7 @@ def test_prune_removes_finished_leftovers_and_never_a_live_record(supervised):
         dry = prune("--dry-run")
         assert names(dry.stdout) == ["old/aged", "old/bare"], dry.stdout
         assert all(line.startswith("would remove ") for line in dry.stdout.splitlines())
-        assert ("would remove the empty service directory " + f"{services}/empty" in dry.stdout) == \
+        assert ("would remove the empty directory " + f"{services}/empty" in dry.stdout) == \
             isinstance(etcd, EtcdV2)
         assert etcd.raw(f"{services}/old/bare/status") is not None  # a dry run removes nothing
 

@@ -50,7 +50,7 @@ def test_dry_run_says_what_would_go_and_removes_nothing(etcd, monkeypatch, capsy
     lines = out.splitlines()
     assert lines[0] == "would remove web/bare: stopped (0), and it would never expire (no TTL or lease)"
     assert lines[1].startswith("would remove web/old: exited (0), finished ")
-    assert lines[2] == f"would remove the empty service directory {NS}/services/gone"
+    assert lines[2] == f"would remove the empty directory {NS}/services/gone"
     assert err == f"horizon: would remove 2 records and 1 empty directory under {NS}\n"
 
 
