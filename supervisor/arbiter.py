@@ -76,11 +76,12 @@ class Role(abc.ABC):
         self.restarts = restarts or Restarts()
         self.child: Optional[Child] = None
         self.spawned = 0  # workers started in all: the restarts are the ones after the first
+        self.retired = False  # its job is over, or it was given up: never (re)start it again
 
     @property
-    @abc.abstractmethod
     def wanted(self) -> bool:
         """Whether a worker should run now (a dead one is restarted once its backoff is over)."""
+        return not self.retired
 
     @abc.abstractmethod
     def entry_args(self) -> Tuple[Any, ...]:
@@ -117,6 +118,13 @@ class Role(abc.ABC):
                 self.child.outbox.send_encoded(kind, task, data)
             except BrokenPipeError:
                 pass
+
+
+def parent_figures(roles: Sequence[Role], relayed: int) -> Dict[str, Any]:
+    """The parent's own report (supervisor/selfstats.py): frames relayed and dropped, workers restarted."""
+    malformed = sum(role.child.inbox.malformed for role in roles if role.child is not None)
+    return {"frames_relayed": relayed, "frames_malformed": malformed,
+            "restarts": {role.name: max(0, role.spawned - 1) for role in roles}}
 
 
 class Conductor(Protocol):

@@ -14,11 +14,50 @@ are kept in order and never dropped; ``flush()`` writes what the pipe takes and 
 from __future__ import annotations
 
 import os
+import queue
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from supervisor import frames
 from supervisor.frames import TaskKey
+
+
+T = TypeVar("T")
+
+
+class Handover(Generic[T]):
+    """Items handed from threads to a loop that selects on ``fd``: readable while some wait for ``take``."""
+
+    def __init__(self) -> None:
+        self.fd, self._wake = pipe()
+        self._items: "queue.SimpleQueue[T]" = queue.SimpleQueue()
+
+    def put(self, item: T) -> None:
+        self._items.put(item)
+        self.poke()
+
+    def poke(self) -> None:
+        """Make ``fd`` readable (a full pipe is readable already)."""
+        try:
+            os.write(self._wake, b"!")
+        except BlockingIOError:
+            pass
+
+    def take(self) -> List[T]:
+        """Every item handed over since the last call."""
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        taken = []
+        while not self._items.empty():
+            taken.append(self._items.get_nowait())
+        return taken
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._wake)
 
 
 def pipe() -> Tuple[int, int]:

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from supervisor import config as cfg
 from supervisor.ending import StartupError
@@ -49,10 +49,15 @@ def run(config: cfg.Config, args: argparse.Namespace) -> int:
     if args.check:
         print(f"{config.source}: ok: service {config.task.service}, task {config.task.name}, image {config.task.image}")
         return 0
+    return supervised(lambda level: supervise(config, level), args)
+
+
+def supervised(course: Callable[[int], Tuple[int, Optional[str]]], args: argparse.Namespace) -> int:
+    """Run a tree at the asked log level: its exit status, its failure printed on one line."""
     level = getattr(logging, args.log_level)
     configure_logging(level)
     try:
-        code, failure = supervise(config, level)
+        code, failure = course(level)
     except StartupError as exc:
         fail(str(exc), exc.code)
     if failure:
@@ -78,15 +83,7 @@ def run_host(directory: str, args: argparse.Namespace) -> int:
         if not files:
             print(f"{directory}: no task files (*.ini besides {os.path.basename(host.source)})")
         return EXIT_USAGE if any(file.error for file in files) else 0
-    level = getattr(logging, args.log_level)
-    configure_logging(level)
-    try:
-        code, failure = supervise_host(host, level)
-    except StartupError as exc:
-        fail(str(exc), exc.code)
-    if failure:
-        print(f"horizon: error: {failure}", file=sys.stderr)
-    return code
+    return supervised(lambda level: supervise_host(host, level), args)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -22,7 +22,7 @@ import socket
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from supervisor.arbiter import Arbiter
+from supervisor.arbiter import Arbiter, parent_figures
 from supervisor.config import Config
 from supervisor.ending import EXIT_ERROR
 from supervisor.frames import Frame, TaskKey
@@ -119,9 +119,7 @@ class HostFlow:
         return [*locks, *(sock.fileno() for sock in self.sockets)]
 
     def figures(self) -> Dict[str, Any]:
-        malformed = sum(role.child.inbox.malformed for role in self.roles if role.child is not None)
-        return {"frames_relayed": self.relayed, "frames_malformed": malformed,
-                "restarts": {role.name: max(0, role.spawned - 1) for role in self.roles}}
+        return parent_figures(self.roles, self.relayed)
 
     def tick(self, now: float) -> None:
         self.report.maybe(self.figures)

@@ -14,7 +14,6 @@ tree's own is a crash: the worker is restarted, and given up after too many, as 
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 
 from supervisor.arbiter import Role, Verdict
@@ -23,18 +22,10 @@ from supervisor.frames import Frame
 if TYPE_CHECKING:
     from supervisor.hostflow import HostFlow, HostTask
 
-log = logging.getLogger("supervisor")
-
-
 class HostRole(Role):
     def __init__(self, flow: "HostFlow") -> None:
         super().__init__()
         self.flow = flow
-        self.retired = False
-
-    @property
-    def wanted(self) -> bool:
-        return not self.retired
 
     def has_part(self, task: "HostTask") -> bool:
         """Whether this role's worker serves the task now (a restarted worker is handed it again)."""

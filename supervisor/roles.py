@@ -31,11 +31,6 @@ class FlowRole(Role):
     def __init__(self, flow: "TaskFlow") -> None:
         super().__init__()
         self.flow = flow
-        self.retired = False  # never (re)start it again
-
-    @property
-    def wanted(self) -> bool:
-        return not self.retired
 
 
 class ContainerRole(FlowRole):

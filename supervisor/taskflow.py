@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from supervisor.arbiter import Arbiter
+from supervisor.arbiter import Arbiter, parent_figures
 from supervisor.config import Config, EndpointSection, EtcdSection
 from supervisor.ending import Ending, Phase, StartupError
 from supervisor.frames import Frame, TaskKey
@@ -131,10 +131,7 @@ class TaskFlow:
         return [*self.lock_fds, *(sock.fileno() for sock in self.sockets)]
 
     def figures(self) -> Dict[str, Any]:
-        """The parent's own report (supervisor/selfstats.py)."""
-        malformed = sum(role.child.inbox.malformed for role in self.roles if role.child is not None)
-        return {"frames_relayed": self.relayed, "frames_malformed": malformed,
-                "restarts": {role.name: max(0, role.spawned - 1) for role in self.roles}}
+        return parent_figures(self.roles, self.relayed)
 
     def tick(self, now: float) -> None:
         self.report.maybe(self.figures)

@@ -18,8 +18,6 @@ outbox, under a lock.
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import select
 import sys
 import threading
@@ -28,8 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from supervisor import channel
-from supervisor.channel import Inbox, Outbox
+from supervisor.channel import Handover, Inbox, Outbox
 from supervisor.config import Config
 from supervisor.frames import Frame, TaskKey
 from supervisor.link import EXIT_ORPHANED, MAX_WAIT, WorkerStart
@@ -49,39 +46,22 @@ class TaskInbox(Inbox):
     """One task's frames, routed to its thread by the main thread; ``fd`` is readable while some wait."""
 
     def __init__(self) -> None:
-        read_fd, self._wake = channel.pipe()
-        super().__init__(read_fd)
-        self._frames: "queue.SimpleQueue[Frame]" = queue.SimpleQueue()
+        self.frames: Handover[Frame] = Handover()
+        super().__init__(self.frames.fd)
 
     def put(self, frame: Frame) -> None:
-        self._frames.put(frame)
-        self._poke()
+        self.frames.put(frame)
 
     def end(self) -> None:
         """No more frames: the parent is gone, or dropped the task (its thread leaves as an orphan)."""
         self.eof = True
-        self._poke()
-
-    def _poke(self) -> None:
-        try:
-            os.write(self._wake, b"!")
-        except BlockingIOError:
-            pass  # full: it is readable already
+        self.frames.poke()
 
     def read(self) -> List[Frame]:
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        taken = []
-        while not self._frames.empty():
-            taken.append(self._frames.get_nowait())
-        return taken
+        return self.frames.take()
 
     def close(self) -> None:
-        os.close(self.fd)
-        os.close(self._wake)
+        self.frames.close()
 
 
 class SharedOutbox(Outbox):
@@ -151,8 +131,7 @@ class ContainersWorker:
         self.pulse = worker.pulse
         self.report = SelfReport(shm.reports["container"])
         self.links: Dict[TaskKey, TaskLink] = {}
-        self.done: "queue.SimpleQueue[Tuple[TaskKey, TaskLink, Optional[int]]]" = queue.SimpleQueue()
-        self._done_r, self._done_w = channel.pipe()
+        self.done: Handover[Tuple[TaskKey, TaskLink, Optional[int]]] = Handover()  # threads whose task is done
         self.stuck: Optional[TaskKey] = None
 
     def run(self) -> int:
@@ -176,7 +155,7 @@ class ContainersWorker:
             if code is not None:
                 return code
             writers = [self.outbox.fd] if self.outbox.pending else []
-            _, writable, _ = select.select([self.inbox.fd, self._done_r], writers, [], MAX_WAIT)
+            _, writable, _ = select.select([self.inbox.fd, self.done.fd], writers, [], MAX_WAIT)
             if writable:
                 self.outbox.flush()
 
@@ -220,17 +199,10 @@ class ContainersWorker:
             log.exception("bug: the thread of task %s failed", key.path)
         finally:
             self.done.put((key, link, code))
-            os.write(self._done_w, b"!")
 
     def reap(self) -> Optional[int]:
         """Tell the parent about each task whose thread is done; the worker's exit code on a bug."""
-        try:
-            while os.read(self._done_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        while not self.done.empty():
-            key, link, code = self.done.get_nowait()
+        for key, link, code in self.done.take():
             link.inbox.close()  # here, not in its thread: the main thread may still route a frame to it
             if code is None:
                 return EXIT_BUG

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
 import threading
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from supervisor.channel import Handover
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.layout import control_key, control_prefix
 from supervisor.etcd.store import Backend, Entry
@@ -70,9 +69,8 @@ class ControlWatch:
         self.tasks: Dict[str, TaskKey] = {}
         self.unclaimed: Dict[str, Entry] = {}  # the latest entry of each key under the prefix of no task of ours
         self._lock = threading.Lock()  # tasks and unclaimed: the loop's ``watch`` and the thread's hand-over
-        self.requests: "queue.SimpleQueue[Request]" = queue.SimpleQueue()
-        self.fd, self._wake = os.pipe()
-        os.set_blocking(self.fd, False)
+        self.requests: Handover[Request] = Handover()
+        self.fd = self.requests.fd
         self._thread = threading.Thread(target=self._run, name="control-watch", daemon=True)
         self.watch(tasks)
 
@@ -82,15 +80,7 @@ class ControlWatch:
 
     def take(self) -> List[Request]:
         """The requests handed over since the last call."""
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        taken = []
-        while not self.requests.empty():
-            taken.append(self.requests.get_nowait())
-        return taken
+        return self.requests.take()
 
     def watch(self, tasks: List[TaskKey]) -> None:
         """The tasks whose requests count from now on; requests already seen for a new one are handed over."""
@@ -116,8 +106,6 @@ class ControlWatch:
             found = [request for request in (parse(entry, self.tasks) for entry in entries) if request]
         for request in found:
             self.requests.put(request)
-        if found:
-            os.write(self._wake, b"!")
 
     def _run(self) -> None:
         after: Optional[int] = None

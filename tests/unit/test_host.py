@@ -26,6 +26,7 @@ from supervisor.hostconfig import load_host, scan
 from supervisor.hostflow import Course, HostFlow
 from supervisor.shm import SharedMemory
 from supervisor.sockets import bind_sockets
+from tests.unit.notes import Notes
 from tests.unit.fleet_fake import NS, record
 from workers.containers import TaskInbox, TaskPulse
 from workers.control import ControlWatch
@@ -111,14 +112,6 @@ def test_a_freed_block_reads_as_never_written_for_the_next_task() -> None:
 
 
 # -- the parent's course of each task --------------------------------------------------------------------
-
-
-class Notes:
-    def __init__(self) -> None:
-        self.sent: List[str] = []
-
-    def send(self, *fields: str) -> None:
-        self.sent.extend(fields)
 
 
 @pytest.fixture

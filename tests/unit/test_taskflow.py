@@ -11,17 +11,10 @@ from supervisor import frames
 from supervisor.config import build
 from supervisor.ending import Phase
 from supervisor.sockets import bind_sockets
+from tests.unit.notes import Notes
 from supervisor.taskflow import TaskFlow
 
 TASK = {"image": "busybox", "command": "sleep 1", "service": "web", "name": "task-1"}
-
-
-class Notes:
-    def __init__(self) -> None:
-        self.sent: List[str] = []
-
-    def send(self, *fields: str) -> None:
-        self.sent.extend(fields)
 
 
 @pytest.fixture
