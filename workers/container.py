@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, TypeVar
 
 import docker
 import docker.errors
@@ -74,6 +75,21 @@ def engine_away(exc: BaseException) -> bool:
 def engine_reason(exc: BaseException) -> str:
     """What the engine said (an API error's explanation), else the error itself."""
     return str(getattr(exc, "explanation", None) or exc)
+
+
+def next_sample(tick: float, interval: float, now: float) -> float:
+    """The tick after ``tick``; after a stall (the host, or the process, did not run), the next one from
+    now: skip, never burst."""
+    tick += interval
+    return tick if tick > now else now + interval
+
+
+class Schedule(Protocol):
+    """Where a host tree's samples are taken, every task's on one schedule (workers/containers.py)."""
+
+    def add(self, key: TaskKey, sample: Callable[[float], None], interval: float) -> None: ...
+
+    def remove(self, key: TaskKey) -> None: ...
 
 
 class FatalError(Exception):
@@ -129,6 +145,7 @@ class TaskOutput:
     ``publish_every``-th, and the latest one when the run ends."""
 
     def __init__(self, key: TaskKey, slots: TaskSlots, outbox: Outbox, publish_every: int, seq_file: SeqFile) -> None:
+        self._lock = threading.Lock()  # a host tree samples on its main thread, the task's thread publishes its state
         self.key = key
         self.slots = slots
         self.outbox = outbox
@@ -150,11 +167,16 @@ class TaskOutput:
         self.outbox.send_encoded(kind, self.key, data)
 
     def status(self, status: Status) -> None:
-        if status.state.final or status.state is TaskState.RESTARTING:
-            self.send_latest_sample()  # the run's last sample goes with its end
-        self.emit("status", status.to_dict())
+        with self._lock:
+            if status.state.final or status.state is TaskState.RESTARTING:
+                self.send_latest_sample()  # the run's last sample goes with its end
+            self.emit("status", status.to_dict())
 
     def sample(self, figures: Dict[str, Any], interval: float) -> None:
+        with self._lock:
+            self._record(figures, interval)
+
+    def _record(self, figures: Dict[str, Any], interval: float) -> None:
         self.seq += 1
         self.seq_file.store(self.seq)
         timestamp = round(time.time(), 6)
@@ -176,8 +198,11 @@ class TaskOutput:
 
 
 class ContainerWorker:
-    def __init__(self, config: Config, output: TaskOutput, worker: Link, report: Optional[SelfReport] = None) -> None:
+    def __init__(self, config: Config, output: TaskOutput, worker: Link, report: Optional[SelfReport] = None,
+                 schedule: Optional[Schedule] = None) -> None:
+        """``schedule``: where the samples are taken instead of this loop (a host tree's one schedule)."""
         self.config = config
+        self.schedule = schedule
         self.output = output
         self.report = report  # the worker's own figures (supervisor/selfstats.py)
         self.inbox = worker.inbox
@@ -496,6 +521,10 @@ class ContainerWorker:
         self.watch_exit(container)
         next_tick = time.monotonic()
         outage_since: Optional[float] = None
+        scheduled: Optional[Sampler] = None
+        if sampler is not None and self.schedule is not None:
+            self.schedule.add(self.output.key, partial(self.sample, sampler), interval)
+            scheduled, sampler, next_tick = sampler, None, float("inf")  # the schedule samples; this loop waits
         try:
             while True:
                 self.check_parent()
@@ -532,12 +561,13 @@ class ContainerWorker:
                 if now >= next_tick:
                     if sampler is not None:
                         self.sample(sampler, now)
-                    next_tick += interval
-                    if next_tick <= now:  # fell behind (a stalled host): skip, never burst
-                        next_tick = now + interval
+                    next_tick = next_sample(next_tick, interval, now)
                 self.pulse.beat()
                 self.wait_until(min(next_tick, self.engine_retry_at) if self._exit_seen.is_set() else next_tick)
         finally:
+            if scheduled is not None and self.schedule is not None:
+                self.schedule.remove(self.output.key)  # returns once no sample of it is being taken
+                scheduled.close()
             if sampler is not None:
                 sampler.close()
 

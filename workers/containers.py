@@ -1,11 +1,14 @@
 """The container worker of a host tree: every task's container, each on a thread of its own.
 
-Each task is today's ``ContainerWorker`` (workers/container.py), unchanged, on a thread named after the
-task: engine calls block (a stop waits the task's ``stop_timeout``), and one task's wait must never hold
-another's samples back. Each thread keeps its own schedule (its task's interval), so tasks with
-different intervals keep their own ticks. The main thread routes the parent's frames to the task they
-name (``task`` starts a thread, ``control`` reaches that thread, ``drop`` forgets the task), tells the
-parent when a task's thread is done (``ended``), and keeps the worker's heartbeat.
+Each task is a task tree's ``ContainerWorker`` (workers/container.py) on a thread named after the task:
+engine calls block (a stop waits the task's ``stop_timeout``), and one task's wait must never hold
+another's back. The samples are not taken there: every task's sampler is on one ``SampleSchedule``, a
+heap of next ticks that the main thread works through (each task at its own interval), so a sample costs
+a file read or two and no thread wakes up for it (a thread per task waking every second cost ~9x more
+CPU at 30 tasks, measured). A task's thread wakes only for its frames, its container's end, or its
+heartbeat's period. The main thread also routes the parent's frames to the task they name (``task``
+starts a thread, ``control`` reaches that thread, ``drop`` forgets the task), tells the parent when a
+task's thread is done (``ended``), and keeps the worker's heartbeat.
 
 The heartbeat is the main thread's, and it beats only while every task's thread keeps its own promise
 (``TaskPulse``: beats on each turn of its loop, a bound around each engine call, as the single worker's
@@ -17,14 +20,17 @@ outbox, under a lock.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import math
 import select
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from supervisor.channel import Handover, Inbox, Outbox
 from supervisor.config import Config
@@ -32,7 +38,7 @@ from supervisor.frames import Frame, TaskKey
 from supervisor.link import EXIT_ORPHANED, MAX_WAIT, WorkerStart
 from supervisor.selfstats import SelfReport
 from supervisor.shm import Heartbeat, SharedMemory
-from workers.container import ContainerWorker, TaskOutput, raise_priority
+from workers.container import ContainerWorker, TaskOutput, next_sample, raise_priority
 from workers.process import ParentWatch, Pulse, become_worker, raise_fd_limit
 from workers.seqfile import SeqFile
 
@@ -40,6 +46,54 @@ log = logging.getLogger("container")
 
 EXIT_BUG = 1  # a task's thread failed with a bug: the parent restarts the worker, which adopts every task
 TASK_GRACE = 2.0  # seconds a task's thread may be past its promise before the worker stops its heartbeat
+TASK_PERIOD = 5.0  # seconds between two turns of an idle task thread's loop (it samples nothing itself)
+
+
+class SampleSchedule:
+    """Every task's samples, each at its own interval, taken by the main thread. Ticks are on a grid (the
+    multiples of the interval), so the tasks of one interval are sampled in one burst: a sample taken
+    after a sleep costs ~4x one taken right after another (cold caches; measured at 30 tasks: 0.9 ms
+    against 0.23 ms). After a stall ticks are skipped, never burst, as a task tree's loop does.
+    ``remove`` returns once no sample of that task is being taken, so its thread may close the sampler."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._heap: List[Tuple[float, int, TaskKey]] = []
+        self._entries: Dict[TaskKey, Tuple[int, Callable[[float], None], float]] = {}  # key -> (id, sample, interval)
+        self._ids = itertools.count()
+        self.changed = Handover[None]()  # a task added: its first tick may be sooner than the loop's wait
+
+    def add(self, key: TaskKey, sample: Callable[[float], None], interval: float) -> None:
+        with self._lock:
+            entry = next(self._ids)
+            self._entries[key] = (entry, sample, interval)
+            heapq.heappush(self._heap, (math.ceil(time.monotonic() / interval) * interval, entry, key))
+        self.changed.poke()
+
+    def remove(self, key: TaskKey) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def due(self) -> Optional[float]:
+        """When the next sample is due (None: no task is sampled)."""
+        with self._lock:
+            while self._heap and self._entries.get(self._heap[0][2], (None,))[0] != self._heap[0][1]:
+                heapq.heappop(self._heap)  # removed (or added again since)
+            return self._heap[0][0] if self._heap else None
+
+    def run_due(self, now: float) -> None:
+        """Take every sample due by ``now``."""
+        while True:
+            with self._lock:
+                if not self._heap or self._heap[0][0] > now:
+                    return
+                tick, entry, key = heapq.heappop(self._heap)
+                current = self._entries.get(key)
+                if current is None or current[0] != entry:
+                    continue
+                _, sample, interval = current
+                sample(now)
+                heapq.heappush(self._heap, (next_sample(tick, interval, now), entry, key))
 
 
 class TaskInbox(Inbox):
@@ -132,6 +186,7 @@ class ContainersWorker:
         self.report = SelfReport(shm.reports["container"])
         self.links: Dict[TaskKey, TaskLink] = {}
         self.done: Handover[Tuple[TaskKey, TaskLink, Optional[int]]] = Handover()  # threads whose task is done
+        self.schedule = SampleSchedule()
         self.stuck: Optional[TaskKey] = None
 
     def run(self) -> int:
@@ -154,8 +209,13 @@ class ContainersWorker:
             code = self.reap()
             if code is not None:
                 return code
+            self.schedule.run_due(time.monotonic())
+            due = self.schedule.due()
+            timeout = MAX_WAIT if due is None else min(MAX_WAIT, max(0.0, due - time.monotonic()))
             writers = [self.outbox.fd] if self.outbox.pending else []
-            _, writable, _ = select.select([self.inbox.fd, self.done.fd], writers, [], MAX_WAIT)
+            readable, writable, _ = select.select([self.inbox.fd, self.done.fd, self.schedule.changed.fd], writers, [], timeout)
+            if self.schedule.changed.fd in readable:
+                self.schedule.changed.take()
             if writable:
                 self.outbox.flush()
 
@@ -185,10 +245,10 @@ class ContainersWorker:
             return
         config = Config.from_document(frame.body["config"])
         slots = self.shm.attach(key, int(frame.body["slot"]))
-        link = TaskLink(TaskInbox(), self.outbox, self.watch, TaskPulse(max(config.metrics.interval, MAX_WAIT)))
+        link = TaskLink(TaskInbox(), self.outbox, self.watch, TaskPulse(TASK_PERIOD))
         output = TaskOutput(key, slots, self.outbox, config.metrics.publish_every, SeqFile(config))
         self.links[key] = link
-        worker = ContainerWorker(config, output, link)
+        worker = ContainerWorker(config, output, link, schedule=self.schedule)
         threading.Thread(target=self.run_task, args=(key, worker, link), name=f"task {key.path}", daemon=True).start()
 
     def run_task(self, key: TaskKey, worker: ContainerWorker, link: TaskLink) -> None:
