@@ -8,8 +8,10 @@ Nothing here asserts timings: benchmarks return rows of figures, run.py turns th
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -19,11 +21,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
 
-from tests.support import ETCD_HOSTS
+from tests.support import ETCD_HOSTS, IMAGE
 from tests.support.docker import inspect
 from tests.support.etcd import etcd_client
 from tests.support.net import free_port, http_get
@@ -38,6 +40,14 @@ LOG_DIR = Path(tempfile.gettempdir()) / "horizon-bench-logs"
 # run's cleanup never touches another run's (the smoke test may run while someone benchmarks).
 RUN_ID = os.environ.get("HORIZON_BENCH_RUN") or uuid.uuid4().hex[:6]
 NAMESPACE = f"/horizon-bench-{RUN_ID}"
+
+
+class Failed(Exception):
+    """A benchmark that failed part of the way: run.py prints the ``rows`` it measured, then its ERROR row."""
+
+    def __init__(self, message: str, rows: Sequence["Row"]) -> None:
+        super().__init__(message)
+        self.rows = list(rows)
 
 
 class Row(NamedTuple):
@@ -153,6 +163,156 @@ def stop_all(supervisors: Sequence[BenchSupervisor], etcd_hosts: Sequence[str] =
             log(f"cleanup of {sup.service}: {exc}")
     for host in etcd_hosts:
         etcd_wipe(host)
+
+
+class HostTree(Supervisor):
+    """``python -m supervisor DIR``: ``tasks`` task files of one bench service (tasks t000, t001, ...) run in
+    one tree, as a user runs a host's tasks.d. DIR's horizon.ini holds this run's etcd namespace on etcd's
+    ``api``, a fixed loopback port, and the [host] defaults (capacity 256, history 600). Each task runs
+    ``command`` at ``interval`` with the bench's flags (network none, SIGKILL, stop_timeout 1, remove).
+    ``stop`` is the tree's own end (SIGTERM: every container stopped and removed, every final record
+    written); ``cleanup`` removes whatever is left, even after a failure."""
+
+    LINE = re.compile(r"^\S+ \S+ horizon\[\d+\] \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+    def __init__(self, name: str, tasks: int, command: str = TEN_PROCESSES, interval: float = 1.0, api: str = "v3",
+                 log_level: str = "INFO") -> None:
+        service = f"bench-{name}-{RUN_ID}"[:63].rstrip("-")
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        super().__init__(service, LOG_DIR / f"{service}.log", NAMESPACE, etcd_client(api, f"http://{ETCD_HOSTS[api]}"),
+                         free_port())
+        self.directory = LOG_DIR / f"{service}.d"
+        self.names = [f"t{i:03d}" for i in range(tasks)]
+        self.command = command
+        self.interval = interval
+        self.log_level = log_level
+        self.started = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    def write(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory.mkdir(parents=True)
+        (self.directory / "horizon.ini").write_text(
+            f"[etcd]\napi = {self.api}\nhosts = {self.etcd.address}\nnamespace = {self.namespace}\n"
+            f"[endpoint]\nhost = 127.0.0.1\nport = {self.port}\n", encoding="utf-8")
+        for name in self.names:
+            (self.directory / f"{name}.ini").write_text(
+                f"[task]\nimage = {IMAGE}\ncommand = {self.command}\nservice = {self.service}\nname = {name}\n"
+                "network = none\nstop_signal = SIGKILL\nstop_timeout = 1\nremove = true\n"
+                f"[metrics]\ninterval = {self.interval}\n", encoding="utf-8")
+
+    def launch(self) -> "HostTree":
+        self.write()
+        self.started = time.monotonic()
+        self.ini(self.directory, "--log-level", self.log_level)
+        return self
+
+    def url(self, timeout: float = 20) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def tasks(self) -> Optional[List[Dict[str, Any]]]:
+        """GET /tasks: the tasks served now, each with its state; None while the endpoint does not answer."""
+        status, body = http_get(f"{self.url()}/tasks", timeout=10)
+        return body if status == 200 and isinstance(body, list) else None
+
+    def states(self) -> Dict[str, int]:
+        """How many tasks are in each state, as /tasks says ("unserved": not at /tasks yet)."""
+        counts: Dict[str, int] = {}
+        for task in self.tasks() or []:
+            counts[task.get("state", "?")] = counts.get(task.get("state", "?"), 0) + 1
+        served = sum(counts.values())
+        if served < self.count:
+            counts["unserved"] = self.count - served
+        return counts
+
+    def wait_running(self, timeout: float, every: float = 1.0) -> float:
+        """Until /tasks lists every task as running; the seconds since the launch. A tree that exits, or a
+        start that stalls, fails with the states and the log's problems."""
+        deadline = self.started + timeout
+        said = time.monotonic()
+        while True:
+            counts = self.states()
+            if counts.get("running", 0) == self.count:
+                return time.monotonic() - self.started
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"host tree {self.service} exited {self.proc.returncode} before every task ran "
+                                   f"({counts}): {' | '.join(self.problems()[-5:]) or self.output()[-1500:]}")
+            now = time.monotonic()
+            if now >= deadline:
+                raise RuntimeError(f"host tree {self.service}: not every task running {timeout:.0f} s after the "
+                                   f"start: {counts}; log: {' | '.join(self.problems()[:5]) or 'no warnings'}")
+            if now - said >= 15:
+                said = now
+                log(f"{self.service}: {now - self.started:.0f} s after the start: {counts}")
+            time.sleep(every)
+
+    def processes(self) -> List[psutil.Process]:
+        """The parent and its workers (not the containers, nor their shims: they belong to the engine)."""
+        assert self.proc is not None
+        return tree(self.proc.pid)
+
+    def container_pids(self) -> List[int]:
+        """The main process of each of the tree's containers."""
+        ids = self.containers()
+        if not ids:
+            return []
+        out = sh("docker", "inspect", "-f", "{{.State.Pid}}", *ids, timeout=120, check=False)
+        return [int(pid) for pid in out.split() if pid.isdigit() and int(pid) > 0]
+
+    def problems(self) -> List[str]:
+        """The log's warnings and errors, and any line not of the log's format (a traceback, a crash)."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        found = []
+        for line in lines:
+            match = self.LINE.match(line)
+            if (match is None and line.strip()) or (match is not None and match.group(1) in ("WARNING", "ERROR", "CRITICAL")):
+                found.append(line.strip())
+        return found
+
+    def stop(self, timeout: float) -> Optional[float]:
+        """SIGTERM to the parent, as systemd stops it; the seconds until the tree exited (None: it did not
+        within ``timeout``, and was killed). Then ``cleanup``. Never raises."""
+        took: Optional[float] = None
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                begun = time.monotonic()
+                os.kill(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                    took = time.monotonic() - begun
+                except subprocess.TimeoutExpired:
+                    log(f"{self.service}: still running {timeout:.0f} s after SIGTERM: killing the tree")
+        except Exception as exc:  # noqa: BLE001
+            log(f"stop of {self.service}: {exc}")
+        self.cleanup()
+        return took
+
+    def cleanup(self, grace: float = 0) -> None:
+        """SIGKILL the tree's group if it still runs, then remove its containers (in one call), its keys
+        and its directory. Never raises."""
+        try:
+            if self.proc is not None:
+                try:
+                    self.proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    self.signal_group(signal.SIGKILL)
+                    self.proc.wait(10)
+                self.log.close()
+            ids = self.containers()
+            if ids:
+                log(f"{self.service}: removing {len(ids)} container(s) left behind")
+                sh("docker", "rm", "-f", *ids, timeout=300, check=False)
+            self.etcd.delete(self.prefix)
+            self.etcd.delete(f"{self.namespace}/control/{self.service}")
+        except Exception as exc:  # noqa: BLE001
+            log(f"cleanup of {self.service}: {exc}")
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def remove_containers() -> None:
@@ -289,6 +449,33 @@ def deviations(samples: Sequence[Tuple[int, float, float]], interval: float) -> 
     return devs, missed
 
 
+class HostPoller(MetricsPoller):
+    """GET /metrics (JSON) on a host tree's endpoint: one answer holds every task's latest document; each
+    task's new seqs are recorded, by task (``by_task``), with the document's timestamp and the wall time
+    we received it. ``latest`` keeps each task's last document."""
+
+    def __init__(self, port: int, every: float) -> None:
+        super().__init__(port, every)
+        self.by_task: Dict[str, List[Tuple[int, float, float]]] = {}
+        self.latest: Dict[str, Dict[str, Any]] = {}
+        self.sizes: List[int] = []
+
+    def poll_once(self) -> None:
+        sent = time.time()
+        body = self._get()
+        received = time.time()
+        self.rtts.append(received - sent)
+        if body is None:
+            return
+        self.sizes.append(len(body))
+        for doc in json.loads(body)["tasks"]:
+            key = f"{doc['service']}/{doc['task']}"
+            samples = self.by_task.setdefault(key, [])
+            if not samples or doc["seq"] != samples[-1][0]:
+                samples.append((doc["seq"], doc["timestamp"], received))
+            self.latest[key] = doc
+
+
 class ThreadedPoll:
     """Run a MetricsPoller in a thread (to poll several supervisors during one window)."""
 
@@ -352,6 +539,32 @@ def pss_bytes(procs: Sequence[psutil.Process]) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
             pass
     return total
+
+
+def memory_bytes(procs: Sequence[psutil.Process]) -> Tuple[int, int, int]:
+    """RSS, PSS and USS of the processes, summed (what one read of each process's smaps gives)."""
+    rss = pss = uss = 0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss, pss, uss = rss + info.rss, pss + getattr(info, "pss", 0), uss + info.uss
+    return rss, pss, uss
+
+
+def shim_pss(container_pids: Sequence[int]) -> Tuple[float, int]:
+    """The engine's own cost per container: the mean PSS of the containerd shim of each container (the
+    parent of its main process), and how many shims were read."""
+    seen: Dict[int, int] = {}
+    for pid in container_pids:
+        try:
+            shim = psutil.Process(pid).parent()
+            if shim is not None and shim.pid not in seen and shim.name().startswith("containerd-shim"):
+                seen[shim.pid] = shim.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
+            pass
+    return (sum(seen.values()) / len(seen) if seen else float("nan")), len(seen)
 
 
 class Floor:

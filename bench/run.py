@@ -1,11 +1,13 @@
-"""``python -m bench [--smoke] [--only NAME,...] [--output PATH]``: run the benchmarks against the real
-engine and a loopback etcd, print one table, and (full run) write bench/RESULTS.md.
+"""``python -m bench [--smoke] [--only NAME,...] [--output PATH] [NAME ...]``: run the benchmarks against the
+real engine and a loopback etcd, print one table, and (full run) write bench/RESULTS.md. Names given as
+arguments (``python -m bench scale``) are a subset, as with --only.
 
 ``python -m bench chaos ...`` runs the chaos soak instead (bench/chaos.py, its own options: ``python -m
 bench chaos --help``); it is not one of the benchmarks of a full run.
 
 A benchmark is a module with ``NAME`` and ``run(smoke) -> [Row]``. One that fails gives an ERROR row
-and a non-zero exit; one that misses its target does not (benchmarks print, they do not assert).
+and a non-zero exit (after the rows it measured, when it raises common.Failed with them); one that misses
+its target does not (benchmarks print, they do not assert).
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--output", type=Path, help="where to write the results (default: bench/RESULTS.md "
                         "for a full run of every benchmark; nothing otherwise)")
+    parser.add_argument("only_names", nargs="*", metavar="NAME", help="benchmarks to run (as --only)")
     args = parser.parse_args(argv)
-    args.names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    chosen = [n.strip() for n in args.only.split(",") if n.strip()] + args.only_names
+    args.subset = bool(chosen)
+    args.names = list(dict.fromkeys(chosen)) or list(BENCHMARKS)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.exit(2, f"python -m bench: error: unknown benchmark {', '.join(unknown)}: "
                        f"choose from {', '.join(BENCHMARKS)}\n")
-    if args.output is None and not args.smoke and not args.only:
+    if args.output is None and not args.smoke and not args.subset:
         args.output = RESULTS
     return args
 
@@ -57,7 +62,8 @@ def run_one(name: str, smoke: bool) -> Tuple[List[Tuple[str, Row]], bool]:
         traceback.print_exc()
         lines = str(exc).strip().splitlines() or [""]
         summary = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1].strip()}"
-        rows = [Row("ERROR", f"{type(exc).__name__}: {summary}"[:300], "", "", "", None)]
+        # a benchmark that failed part of the way (common.Failed) keeps the rows it measured
+        rows = [*getattr(exc, "rows", []), Row("ERROR", f"{type(exc).__name__}: {summary}"[:300], "", "", "", None)]
         ok = False
     finally:
         common.remove_containers()
@@ -89,8 +95,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"bench: {len(results)} rows, {met} met, {missed} not met, {len(failed)} failed"
           f"{' (' + ', '.join(failed) + ')' if failed else ''}; {took:.0f} s")
     if args.output is not None:
-        args.output.write_text(report.results_md(results, about, "smoke" if args.smoke else "full", took),
-                               encoding="utf-8")
+        args.output.write_text(report.results_md(results, about, "smoke" if args.smoke else "full", took,
+                                                 args.names if args.subset else ()), encoding="utf-8")
         print(f"bench: wrote {args.output}")
     return 1 if failed else 0
 
