@@ -4,11 +4,16 @@
 #                                     from this checkout (not editable) with its runtime dependencies only;
 #                                     redone only when the package's sources or the interpreter change
 #                                     (stamp: /opt/horizon/venv/.horizon-install)
-#   /opt/horizon/README.md, /opt/horizon/conf/task.ini
-#                                     the documentation the units point at (task.ini: the reference example)
-#   /etc/systemd/system/*.service     the units of conf/, then `systemctl daemon-reload` if one changed and
-#                                     systemd runs this machine
+#   /opt/horizon/README.md, /opt/horizon/conf/task.ini, /opt/horizon/conf/horizon.ini
+#                                     the documentation the units point at (the reference examples)
+#   /etc/systemd/system/*.service     the units of conf/ (horizon-task@.service: one task per file;
+#                                     horizon-host.service: every task file of /etc/horizon/tasks.d/ in one
+#                                     tree), then `systemctl daemon-reload` if one changed and systemd runs
+#                                     this machine
 #   /etc/horizon/example.ini          an example task, from conf/task.ini; an existing file is never touched
+#   /etc/horizon/tasks.d/horizon.ini  horizon-host.service's directory, made with its shared settings (from
+#                                     conf/horizon.ini) only when the directory does not exist: from then on
+#                                     it and every file in it are the operator's
 #   /usr/local/bin/horizon            the fleet CLI: a symlink to the venv's bin/horizon
 #
 #   scripts/install.sh [--root DIR] [--python PY]
@@ -183,6 +188,7 @@ trap 'rm -rf -- "${stage:-}" "$tmp"' EXIT
 
 put "$ROOT/README.md" "$opt/README.md" || true
 put "$ROOT/conf/task.ini" "$opt/conf/task.ini" || true
+put "$ROOT/conf/horizon.ini" "$opt/conf/horizon.ini" || true
 
 # The units: under --root, their paths (not their comments) point under DIR.
 unit_changed=0
@@ -205,6 +211,22 @@ if [ ! -e "$etc/example.ini" ] && [ ! -L "$etc/example.ini" ]; then
     mv -n -- "$etc/example.ini.new.$$" "$etc/example.ini"
     rm -f -- "$etc/example.ini.new.$$"
     note "installed the example task $etc/example.ini"
+fi
+
+# The host tree's directory: made once, with its horizon.ini, and whole (renamed into place), so that an
+# interrupted run leaves no half-made directory. No task file goes in it: each *.ini there runs.
+tasks_d="$etc/tasks.d"
+if [ ! -e "$tasks_d" ] && [ ! -L "$tasks_d" ]; then
+    mkdir -p -- "$etc"
+    rm -rf -- "$tasks_d.new.$$"
+    mkdir -m 0755 -- "$tasks_d.new.$$" || die "cannot create $tasks_d.new.$$"
+    install -m 0644 -T -- "$ROOT/conf/horizon.ini" "$tasks_d.new.$$/horizon.ini" ||
+        die "cannot write $tasks_d.new.$$/horizon.ini"
+    if mv -T -- "$tasks_d.new.$$" "$tasks_d" 2>/dev/null; then
+        note "installed the host tree's directory $tasks_d with its settings, horizon.ini"
+    else
+        rm -rf -- "$tasks_d.new.$$" # made meanwhile by someone else: theirs
+    fi
 fi
 
 # --- the horizon command ----------------------------------------------------
@@ -235,7 +257,7 @@ if [ -z "$root_dir" ] && [ -d /run/systemd/system ] && command -v systemctl >/de
         note "systemctl daemon-reload"
     fi
     if [ "$upgraded" = 1 ]; then
-        say "running tasks keep the old code until restarted: systemctl restart 'horizon-task@*'"
+        say "running tasks keep the old code until restarted: systemctl try-restart 'horizon-task@*' horizon-host.service"
     fi
 elif [ -z "$root_dir" ] && [ "$unit_changed" = 1 ]; then
     say "systemd does not run this machine (PID 1 is $(cat /proc/1/comm 2>/dev/null || echo unknown)): no daemon-reload"

@@ -1,6 +1,7 @@
 """scripts/install.sh, the production install: into a temporary root (``--root``), with the units it installs
 checked by systemd-analyze on their real paths, the installed package run, a second run that changes nothing,
-and an upgrade that keeps the operator's files. The units of conf/ themselves are checked too (fast).
+and an upgrade that keeps the operator's files. The units of conf/ themselves are checked too (fast), and so
+is the host tree's pair: conf/horizon-host.service and its example settings, conf/horizon.ini (issue 12).
 
 The install runs from a copy of the checkout (its package, conf/, scripts/, README), so that work going on in
 the checkout meanwhile cannot change the sources between two runs; it is a real pip install (pip's cache
@@ -9,9 +10,11 @@ makes it faster), with the current interpreter as ``--python``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -23,9 +26,13 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from supervisor import config as cfg
+from supervisor.hostconfig import HOST_FILE, HOST_SECTIONS
 from tests.support import ROOT
 
 VENV = "opt/horizon/venv"
+HOST_UNIT = "horizon-host.service"
+TASKS_D = "etc/horizon/tasks.d"
 NOT_COPIED = {".git", ".venv", "tests", "bench", ".ci", "build", "__pycache__", ".pytest_cache", ".mypy_cache",
               ".hypothesis"}
 
@@ -111,7 +118,7 @@ def test_units_in_conf_verify(tmp_path):
     """Every unit of conf/ passes systemd-analyze verify with its interpreter swapped for this one (the
     installed unit, on its real paths, is checked by test_installed_units_verify_on_their_real_paths)."""
     units = sorted((ROOT / "conf").glob("*.service"))
-    assert "horizon-task@.service" in [unit.name for unit in units]
+    assert {"horizon-task@.service", HOST_UNIT} <= {unit.name for unit in units}
     for unit in units:
         text = unit.read_text()
         assert "Type=notify" in text
@@ -126,6 +133,70 @@ def test_task_unit_runs_the_installed_interpreter_on_etc_horizon():
     assert directives(unit, "ExecStart") == ["/opt/horizon/venv/bin/python -m supervisor /etc/horizon/%i.ini"]
     documentation = directives(unit, "Documentation")[0].split()
     assert documentation and all(uri.startswith("file:///opt/horizon/") for uri in documentation), documentation
+
+
+def test_host_unit_runs_the_directory_reloads_with_sighup_and_stops_every_task_in_time():
+    """horizon-host.service: one tree for /etc/horizon/tasks.d/, notified like the task unit, reloaded with
+    SIGHUP to the supervisor alone, and given time to stop its tasks (in parallel) and write their records."""
+    unit = ROOT / "conf" / HOST_UNIT
+    assert directives(unit, "ExecStart") == ["/opt/horizon/venv/bin/python -m supervisor /etc/horizon/tasks.d/"]
+    assert directives(unit, "ExecReload") == ["/bin/kill -HUP $MAINPID"]
+    for key, value in {"Type": "notify", "NotifyAccess": "main", "KillMode": "mixed", "KillSignal": "SIGTERM",
+                       "Restart": "on-failure"}.items():
+        assert directives(unit, key) == [value], (key, directives(unit, key))
+    stop_timeout = int(next(field for field in dataclasses.fields(cfg.TaskSection)
+                            if field.name == "stop_timeout").metadata["default"])
+    stop = int(directives(unit, "TimeoutStopSec")[0])
+    task_unit_stop = int(directives(ROOT / "conf/horizon-task@.service", "TimeoutStopSec")[0])
+    assert stop >= stop_timeout + 20 and stop >= task_unit_stop, stop  # the parent's own bound: +20 s
+    assert int(directives(unit, "WatchdogSec")[0]) > 0
+    assert int(directives(unit, "LimitNOFILE")[0]) >= 65536  # hundreds of tasks, each with descriptors open
+    documentation = directives(unit, "Documentation")[0].split()
+    assert "file:///opt/horizon/conf/horizon.ini" in documentation, documentation
+    assert all(uri.startswith("file:///opt/horizon/") for uri in documentation), documentation
+
+
+def check_directory(python: str, directory: Path) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run([python, "-m", "supervisor", "--check", str(directory)], capture_output=True, text=True,
+                          cwd="/" if python != sys.executable else ROOT, timeout=60)
+
+
+def test_conf_horizon_ini_makes_a_host_directory_that_takes_the_example_task(tmp_path):
+    """conf/horizon.ini as a directory's settings passes --check; the example task (conf/task.ini) without
+    its [endpoint] runs there as it is (its [etcd] is the same as the example settings')."""
+    directory = tmp_path / "tasks.d"
+    directory.mkdir()
+    shutil.copy(ROOT / "conf/horizon.ini", directory / HOST_FILE)
+    alone = check_directory(sys.executable, directory)
+    assert alone.returncode == 0 and alone.stdout == f"{directory}: no task files (*.ini besides {HOST_FILE})\n", \
+        alone.stdout + alone.stderr
+    example = (ROOT / "conf/task.ini").read_text()
+    without_endpoint = re.sub(r"(?ms)^\[endpoint\]\n.*?(?=^\[|\Z)", "", example)
+    assert "[endpoint]" in example and "[endpoint]" not in without_endpoint and "[etcd]" in without_endpoint
+    (directory / "web-1.ini").write_text(without_endpoint)
+    both = check_directory(sys.executable, directory)
+    assert both.returncode == 0 and f"{directory}/web-1.ini: ok: service demo" in both.stdout, \
+        both.stdout + both.stderr
+
+
+def test_conf_horizon_ini_names_only_host_keys_even_in_comments():
+    """Every ``key = value`` of conf/horizon.ini, the commented-out ones too (an operator uncomments them),
+    is a key of its section, and its sections are the host's."""
+    section = None
+    seen = []
+    for number, line in enumerate((ROOT / "conf/horizon.ini").read_text().splitlines(), 1):
+        header = re.match(r"^\[(\w+)\]$", line)
+        if header:
+            section = header.group(1)
+            assert section in HOST_SECTIONS, f"line {number}: [{section}] is not a host section"
+            continue
+        setting = re.match(r"^#?(\w+) = ", line)
+        if setting:
+            assert section is not None, f"line {number}: a key before any section"
+            known = {field.name for field in dataclasses.fields(HOST_SECTIONS[section])}
+            assert setting.group(1) in known, f"line {number}: [{section}] has no key {setting.group(1)!r}"
+            seen.append((section, setting.group(1)))
+    assert {section for section, _ in seen} == set(HOST_SECTIONS), seen  # every section shown
 
 
 # -- mistakes and missing prerequisites: one line, nothing installed (fast) ------------------------------
@@ -174,6 +245,10 @@ def test_installed_units_verify_on_their_real_paths(installed):
             assert uri.startswith(f"file://{installed.root}/") and Path(uri[len("file://"):]).is_file(), uri
     template = installed.root / "etc/systemd/system/horizon-task@.service"
     assert "%i.ini" in directives(template, "ExecStart")[0]
+    host = installed.root / "etc/systemd/system" / HOST_UNIT
+    directory = directives(host, "ExecStart")[0].split()[3]
+    assert directory == f"{installed.root}/{TASKS_D}/" and Path(directory).is_dir(), directory
+    assert directives(host, "ExecReload") == ["/bin/kill -HUP $MAINPID"]  # not a path under the root
 
 
 @pytest.mark.slow
@@ -201,6 +276,19 @@ def test_the_installed_supervisor_checks_the_example_task(installed):
     done = subprocess.run([str(installed.python), "-m", "supervisor", "--check", str(example)],
                           capture_output=True, text=True, cwd="/", timeout=60)
     assert done.returncode == 0 and f"{example}: ok: service demo" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_the_installed_supervisor_checks_the_host_directory(installed):
+    """tasks.d holds the example settings and no task (each *.ini there would run); the installed
+    supervisor finds it a valid, empty host directory."""
+    directory = installed.root / TASKS_D
+    assert sorted(path.name for path in directory.iterdir()) == [HOST_FILE]
+    assert (directory / HOST_FILE).read_text() == (ROOT / "conf/horizon.ini").read_text()
+    assert (installed.root / "opt/horizon/conf/horizon.ini").read_text() == (ROOT / "conf/horizon.ini").read_text()
+    done = check_directory(str(installed.python), directory)
+    assert done.returncode == 0 and done.stdout == f"{directory}: no task files (*.ini besides {HOST_FILE})\n", \
+        done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -252,3 +340,37 @@ def test_an_upgrade_reinstalls_the_package_and_keeps_the_operators_example(insta
     assert again.returncode == 0 and again.stdout == f"install.sh: installed the example task {example}\n", \
         again.stdout + again.stderr
     assert example.read_text() == (ROOT / "conf/task.ini").read_text()
+
+
+@pytest.mark.slow
+def test_the_host_directory_is_the_operators_once_made(installed):
+    """install.sh makes tasks.d (with horizon.ini) only where there is none: an edited horizon.ini, a task
+    file and even a removed horizon.ini (the tree then runs on defaults) are left as they are; a removed
+    directory is made again."""
+    directory = installed.root / TASKS_D
+    settings = directory / HOST_FILE
+    edited = settings.read_text().replace("capacity = 256", "capacity = 32")
+    assert edited != settings.read_text()
+    settings.write_text(edited)
+    task = directory / "web-1.ini"
+    task.write_text("[task]\nimage = horizon-busybox:latest\ncommand = sleep 1\n")
+
+    def quiet_run() -> None:
+        again = installed.run()
+        lines = (again.stdout + again.stderr).splitlines()
+        assert again.returncode == 0 and len(lines) == 1 and lines[0].startswith("install.sh: up to date: "), lines
+
+    quiet_run()
+    assert settings.read_text() == edited and task.exists()
+    settings.unlink()
+    quiet_run()
+    assert sorted(path.name for path in directory.iterdir()) == ["web-1.ini"]
+
+    shutil.rmtree(directory)
+    made = installed.run()
+    assert made.returncode == 0 and made.stdout == \
+        f"install.sh: installed the host tree's directory {directory} with its settings, horizon.ini\n", \
+        made.stdout + made.stderr
+    assert sorted(path.name for path in directory.iterdir()) == [HOST_FILE]
+    assert settings.read_text() == (ROOT / "conf/horizon.ini").read_text()
+    assert [path.name for path in directory.parent.iterdir() if ".new." in path.name] == []
