@@ -461,7 +461,7 @@ def run_host(start: WorkerStart, host: HostConfig, shm: SharedMemory) -> None:
     """Entry point of a host tree's publisher: one etcd connection for every task it is handed."""
     worker = become_worker(start, period=MAX_WAIT)
     stats = RequestStats(worker.pulse.busy)
-    backend = connect(host.etcd, password(host.etcd), stats)
+    backend = connect(host.etcd, password(host.etcd), stats, shared_lease=True)
     control = ControlWatch(connect(host.etcd, password(host.etcd)), host.etcd.namespace, [])
     try:
         report = SelfReport(shm.reports["publisher"])

@@ -104,14 +104,16 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def connect(etcd: EtcdSection, password: str, request_span: RequestSpan = no_span) -> Backend:
-    """The backend ``etcd.api`` names. Builds clients only: nothing is sent until the first call."""
+def connect(etcd: EtcdSection, password: str, request_span: RequestSpan = no_span, shared_lease: bool = False) -> Backend:
+    """The backend ``etcd.api`` names. Builds clients only: nothing is sent until the first call.
+    ``shared_lease``: on v3, every live record shares one lease of ``etcd.ttl`` (a host tree's records)."""
     settings = Settings.of(etcd, password)
     if etcd.api == "v2":
         from supervisor.etcd.v2 import EtcdV2Client, V2Backend
 
         return V2Backend(EtcdV2Client(settings, request_span))
     from supervisor.etcd.gateway import Gateway
-    from supervisor.etcd.v3 import V3Backend
+    from supervisor.etcd.v3 import SharedLease, V3Backend
 
-    return V3Backend(Gateway(settings, request_span))
+    gateway = Gateway(settings, request_span)
+    return V3Backend(gateway, SharedLease(gateway, etcd.ttl) if shared_lease else None)

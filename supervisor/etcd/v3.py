@@ -12,12 +12,18 @@ guarded.
   whole. A request of ours that a frozen member applies late carries an old compare, so it fails
   harmlessly instead of landing over newer data.
 - ``keep_alive`` renews the lease (a lease that is gone answers without a TTL) and checks, with an
-  empty guarded transaction, that the record is still as we left it.
+  empty guarded transaction, that the record is still as we left it, unless a guarded write since the
+  last renewal found it so already.
+
+A host tree's records (many tasks, one publisher) share one live lease (``SharedLease``): they live and
+die with the tree, and one renewal keeps them all, instead of one per task. A record's final version
+moves to a lease of its own (``keep_finished``), and the shared lease is never revoked by a record.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from supervisor.etcd.errors import Missing, Unavailable
@@ -32,26 +38,63 @@ def compare_revision(key: str, revision: int) -> Dict[str, Any]:
     return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
 
 
+class SharedLease:
+    """The live lease of every record of a host tree, renewed once for all of them."""
+
+    def __init__(self, gateway: Gateway, ttl: int) -> None:
+        self.gateway = gateway
+        self.ttl = ttl
+        self.id: Optional[int] = None
+        self.renewed_at = float("-inf")
+
+    def get(self) -> int:
+        if self.id is None:
+            self.id = int(self.gateway.call("lease/grant", {"TTL": str(self.ttl)})["ID"])
+            self.renewed_at = time.monotonic()
+        return self.id
+
+    def keep_alive(self) -> None:
+        """Renew it, unless renewed in the last sixth of its TTL (every record asks, every third of it)."""
+        if self.id is None:
+            raise Missing("the shared lease is gone")
+        if time.monotonic() - self.renewed_at < self.ttl / 6:
+            return
+        answer = self.gateway.call("lease/keepalive", {"ID": str(self.id)})
+        if not answer.get("result", answer).get("TTL"):  # a lease that is gone answers without a TTL
+            self.id = None
+            raise Missing("the shared lease expired")
+        self.renewed_at = time.monotonic()
+
+    def lost(self, lease: Optional[int]) -> None:
+        if lease is not None and lease == self.id:
+            self.id = None
+
+
 class V3Record:
     """A task's record: keys under a prefix, bound to one lease (see the module doc)."""
 
-    def __init__(self, gateway: Gateway, prefix: str) -> None:
+    def __init__(self, gateway: Gateway, prefix: str, shared: Optional[SharedLease] = None) -> None:
         self.gateway = gateway
         self.prefix = prefix
+        self.shared = shared
         self.lease: Optional[int] = None
         self.lease_ttl = 0
         self.retired: List[int] = []  # leases our keys moved off: revoked once the move is written
         self.revisions: Dict[str, int] = {}  # key -> the mod revision our last write gave it
+        self.checked = False  # a guarded write found the record as we left it since the last renewal
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}"
 
     def write_all(self, values: Mapping[str, str], ttl: int) -> None:
         if self.lease is None or ttl != self.lease_ttl:
-            if self.lease is not None:
+            if self.lease is not None and not self.is_shared(self.lease):
                 self.retired.append(self.lease)
             self.lease = None
-            self.lease = int(self.gateway.call("lease/grant", {"TTL": str(ttl)})["ID"])
+            if self.shared is not None and ttl == self.shared.ttl:
+                self.lease = self.shared.get()
+            else:
+                self.lease = int(self.gateway.call("lease/grant", {"TTL": str(ttl)})["ID"])
             self.lease_ttl = ttl
         found = self.gateway.call("kv/range", {
             "key": b64(self.prefix + "/"), "range_end": range_end(self.prefix + "/"), "keys_only": True,
@@ -66,14 +109,26 @@ class V3Record:
         keys = {self.key(name): value for name, value in values.items()}
         self._transaction(keys, self.revisions, "is not as horizon left it (deleted, expired, or changed)")
 
+    def is_shared(self, lease: Optional[int]) -> bool:
+        return self.shared is not None and lease is not None and lease == self.shared.id
+
     def keep_alive(self) -> None:
         if self.lease is None:
             raise Missing(f"{self.prefix} has no lease")
-        answer = self.gateway.call("lease/keepalive", {"ID": str(self.lease)})
-        if not answer.get("result", answer).get("TTL"):  # a lease that is gone answers without a TTL
-            self.lease = None
-            raise Missing(f"the lease of {self.prefix} expired")
-        self._transaction({}, self.revisions, "is not as horizon left it (deleted, or changed)")
+        if self.is_shared(self.lease) and self.shared is not None:
+            try:
+                self.shared.keep_alive()
+            except Missing:
+                self.lease = None
+                raise
+        else:
+            answer = self.gateway.call("lease/keepalive", {"ID": str(self.lease)})
+            if not answer.get("result", answer).get("TTL"):  # a lease that is gone answers without a TTL
+                self.lease = None
+                raise Missing(f"the lease of {self.prefix} expired")
+        if not self.checked:
+            self._transaction({}, self.revisions, "is not as horizon left it (deleted, or changed)")
+        self.checked = False
 
     def _transaction(self, puts: Mapping[str, str], expected: Mapping[str, int], why: str) -> None:
         """Put ``puts`` bound to our lease if every key in ``expected`` is at its revision; Missing if not."""
@@ -87,6 +142,8 @@ class V3Record:
         try:
             answer = self.gateway.call("kv/txn", body)
         except Missing:  # the lease is gone (NotFound): a new one, with the whole record
+            if self.shared is not None:
+                self.shared.lost(self.lease)
             self.lease = None
             raise
         if not answer.get("succeeded"):  # omitted when false, like every zero value
@@ -94,6 +151,7 @@ class V3Record:
             raise Missing(f"{self.prefix} {why}")
         revision = int(answer["header"]["revision"])
         self.revisions.update(dict.fromkeys(puts, revision))
+        self.checked = True
 
     def _revoke_retired(self) -> None:
         """Revoke the leases our keys left (best effort: a lease not revoked expires by itself)."""
@@ -109,11 +167,13 @@ class V3Record:
 
 
 class V3Backend:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, shared: Optional[SharedLease] = None) -> None:
+        """``shared``: the live lease every record shares (a host tree's), or None: one per record."""
         self.gateway = gateway
+        self.shared = shared
 
     def record(self, prefix: str) -> V3Record:
-        return V3Record(self.gateway, prefix)
+        return V3Record(self.gateway, prefix, self.shared)
 
     def ping(self, namespace: str) -> None:
         # A range under the namespace, not the namespace key itself: a role granted the prefix

@@ -13,7 +13,7 @@ import pytest
 from supervisor.etcd.errors import Missing
 from supervisor.etcd.store import Settings
 from supervisor.etcd.gateway import Gateway
-from supervisor.etcd.v3 import V3Backend, V3Record, compare_revision
+from supervisor.etcd.v3 import SharedLease, V3Backend, V3Record, compare_revision
 from tests.support.etcd import EtcdV3, b64, range_end
 
 SERVERS = {"etcd-3.4": "127.0.0.1:2379", "etcd-3.5": "127.0.0.1:2479"}
@@ -112,3 +112,48 @@ def test_the_final_record_moves_to_a_lease_of_its_own_and_the_live_one_is_revoke
     assert node.lease == record.lease != live and 590 <= node.ttl <= 600
     assert node.keys["running"] is False and etcd.lease_ttl(live) is None
     assert json.loads(etcd.raw(f"{record.prefix}/status") or "{}") == {"state": "exited"}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def shared_store(request: pytest.FixtureRequest, services: None) -> Iterator[Tuple[V3Backend, str, EtcdV3]]:
+    host, port = SERVERS[request.param].split(":")
+    gateway = Gateway(Settings([(host, int(port))], 2.0))
+    backend = V3Backend(gateway, SharedLease(gateway, 15))
+    prefix = f"/horizon-test/services/v3shared-{uuid.uuid4().hex[:8]}"
+    reader = EtcdV3(f"http://{SERVERS[request.param]}")
+    yield backend, prefix, reader
+    reader.delete(prefix)
+    backend.close()
+
+
+def test_a_host_trees_records_share_one_live_lease_and_the_final_one_leaves_it(shared_store) -> None:
+    backend, prefix, etcd = shared_store
+    first, second = backend.record(f"{prefix}/a"), backend.record(f"{prefix}/b")
+    first.write_all(RECORD, 15)
+    second.write_all(RECORD, 15)
+    shared = first.lease
+    assert shared is not None and second.lease == shared and etcd.task(second.prefix).lease == shared
+    assert len(etcd.keys_with_lease(shared)) == 2 * len(RECORD)
+    first.keep_alive()
+    second.keep_alive()  # renewed once for both: the second finds it renewed just now
+    first.write_all(dict(RECORD, running="false", status='{"state":"exited"}'), 600)
+    assert first.lease != shared and etcd.lease_ttl(shared) is not None  # never revoked by one record
+    assert etcd.task(second.prefix).lease == shared and sorted(etcd.keys_with_lease(shared)) == sorted(
+        f"{second.prefix}/{key}" for key in RECORD)
+
+
+def test_a_lost_shared_lease_is_granted_again_once_for_every_record(shared_store) -> None:
+    backend, prefix, etcd = shared_store
+    records = [backend.record(f"{prefix}/{name}") for name in "abc"]
+    for record in records:
+        record.write_all(RECORD, 15)
+    lost = records[0].lease
+    assert etcd.revoke(lost) == 200  # every record is gone with it
+    with pytest.raises(Missing):
+        records[0].write({"status": '{"state":"paused"}'})
+    for record in records:
+        with pytest.raises(Missing):
+            record.keep_alive() if record is not records[0] else record.write({"status": "{}"})
+        record.write_all(RECORD, 15)
+    leases = {etcd.task(record.prefix).lease for record in records}
+    assert len(leases) == 1 and lost not in leases and None not in leases
