@@ -7,6 +7,7 @@ Nothing here asserts timings: benchmarks return rows of figures, run.py turns th
 
 from __future__ import annotations
 
+import glob
 import http.client
 import json
 import os
@@ -25,6 +26,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
 
+from supervisor.lock import lock_dir
 from tests.support import ETCD_HOSTS, IMAGE
 from tests.support.docker import inspect
 from tests.support.etcd import etcd_client
@@ -313,6 +315,11 @@ class HostTree(Supervisor):
         except Exception as exc:  # noqa: BLE001
             log(f"cleanup of {self.service}: {exc}")
         shutil.rmtree(self.directory, ignore_errors=True)
+        for leftover in glob.glob(os.path.join(lock_dir(), f"{glob.escape(self.service)}.*")):  # a killed tree's
+            try:
+                os.unlink(leftover)
+            except OSError:
+                pass
 
 
 def remove_containers() -> None:
