@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from supervisor import config as cfg
 from supervisor.ending import StartupError
+from supervisor.hostconfig import HostSection
 from supervisor.logs import configure_logging
 from supervisor.taskflow import supervise
 from supervisor.usage import EXIT_USAGE, Parser, fail
@@ -92,7 +93,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         description="Run the task a config file describes: one command in one Docker container, "
         "registered in etcd, with its metrics served over HTTP. Given a directory, run every task file "
         "in it (*.ini; its horizon.ini holds the shared [etcd], [endpoint] and [host]) in one tree.",
-        epilog="config keys:\n" + cfg.describe(),
+        epilog="config keys:\n" + cfg.describe() + "\n\na directory's horizon.ini (shared by its task files):\n"
+        + cfg.describe({"host": HostSection}) + "\n  and [etcd] and [endpoint] as above",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="the task's .ini file, or a directory of them")

@@ -542,10 +542,10 @@ def is_wildcard(host: str) -> bool:
         return False
 
 
-def describe() -> str:
+def describe(sections: Mapping[str, type] = SECTIONS) -> str:
     """Every section and key with its default and meaning: the reference printed by --help."""
     lines = []
-    for section, cls in SECTIONS.items():
+    for section, cls in sections.items():
         lines.append(f"[{section}]")
         for spec in dataclasses.fields(cls):
             default = spec.metadata["default"]
