@@ -28,7 +28,7 @@ from supervisor.shm import SharedMemory
 from supervisor.sockets import bind_sockets
 from tests.unit.notes import Notes
 from tests.unit.fleet_fake import NS, record
-from workers.containers import TaskInbox, TaskPulse
+from workers.containers import SampleSchedule, TaskInbox, TaskPulse
 from workers.control import ControlWatch
 from workers.endpoint_host import HostSite
 from workers.exposition import TEXT
@@ -285,6 +285,40 @@ def test_a_task_pulse_is_overdue_only_past_its_promise_and_its_bound() -> None:
     assert not pulse.overdue(now) and pulse.overdue(now + 0.7 + 2.1)
     with pulse.busy(30):
         assert not pulse.overdue(time.monotonic() + 20)
+
+
+def test_every_task_is_sampled_at_its_own_interval_on_a_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.05]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    schedule = SampleSchedule()
+    taken: List[Tuple[str, float]] = []
+    schedule.add(A, lambda now: taken.append(("a", clock[0])), 1.0)
+    schedule.add(B, lambda now: taken.append(("b", clock[0])), 0.25)
+    assert schedule.due() == 100.25  # b's first tick; a's is 101.0, the next multiple of its interval
+    while clock[0] < 102.0:
+        clock[0] = round(clock[0] + 0.05, 2)
+        schedule.run_due(clock[0])
+    assert [t for name, t in taken if name == "a"] == [101.0, 102.0]
+    assert [t for name, t in taken if name == "b"][:4] == [100.25, 100.5, 100.75, 101.0]
+    schedule.remove(B)
+    clock[0] = 103.0
+    taken.clear()
+    schedule.run_due(clock[0])
+    assert taken == [("a", 103.0)]
+
+
+def test_a_task_whose_samples_are_heavy_moves_to_the_heavy_schedule() -> None:
+    heavy = SampleSchedule()
+    schedule = SampleSchedule(heavy)
+    schedule.add(A, lambda now: time.sleep(0.006), 0.01)
+    schedule.add(B, lambda now: None, 0.01)
+    for _ in range(5):
+        time.sleep(0.011)
+        schedule.run_due(time.monotonic())
+    assert heavy.due() is not None and schedule.due() is not None
+    heavy.remove(B)
+    schedule.remove(A)  # removes it from both
+    assert heavy.due() is None
 
 
 # -- control requests waiting for a task taken on later ----------------------------------------------------
