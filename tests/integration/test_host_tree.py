@@ -335,3 +335,59 @@ def test_an_empty_directory_runs_nothing_says_so_and_takes_a_task_on_reload(host
     assert tree.served() == [f"{tree.service}/late"]
     assert tree.terminate() == 0
     assert_final(tree, "late", tree.service, "stopped", 0)
+
+
+@pytest.mark.parametrize("etcd_api", ["v3"], indirect=True)
+def test_a_file_refused_for_want_of_room_runs_at_a_reload_once_there_is_room(host_tree):
+    """[host] capacity = 2 and three files: the third is refused in one line naming horizon.ini's
+    [host] capacity; once a task's file is removed (its block of shared memory freed), a reload starts it."""
+    tree: HostTree = host_tree()
+    tree.host_ini(host="capacity = 2\n")
+    tree.task_ini("a")
+    second = tree.task_ini("b")
+    third = tree.task_ini("c")
+    tree.run_tree()
+    tree.wait_states({"a": "running", "b": "running"})
+    found = error_lines(tree, third)
+    assert len(found) == 1 and "capacity" in found[0] and str(tree.directory / "horizon.ini") in found[0], found
+    assert tree.record_of("c") == {} and tree.served() == [f"{tree.service}/a", f"{tree.service}/b"]
+
+    second.unlink()
+    tree.reload()
+    wait_for(lambda: tree.state_of("b") == "stopped", 20, "b stopped, its block free")
+    wait_for(lambda: f"{tree.service}/b" not in tree.served(), 10, "b dropped")
+    tree.reload()  # room now: the file refused for want of it is taken on
+    wait_for(lambda: tree.state_of("c") == "running", 20,
+             "c running after a reload with room for it (or a line saying why not)")
+    assert tree.served() == [f"{tree.service}/a", f"{tree.service}/c"]
+    assert tree.terminate() == 0
+
+
+@pytest.mark.parametrize("etcd_api", ["v3"], indirect=True)
+def test_a_task_another_tree_runs_is_refused_then_taken_on_at_a_reload_once_free(host_tree):
+    """The same task file in two directories (a task moved from one tree to another): the second tree
+    refuses it in one line (another supervisor runs it) and runs its own; once the first tree has ended,
+    a reload of the second takes the task on."""
+    first: HostTree = host_tree()
+    first.host_ini()
+    first.task_ini("moved")
+    first.run_tree()
+    first.wait_states({"moved": "running"})
+
+    second: HostTree = host_tree()
+    second.host_ini()
+    second.task_ini("own")
+    moved = second.task_ini("moved", service=first.service)
+    second.run_tree()
+    second.wait_states({"own": "running"})
+    found = error_lines(second, moved)
+    assert len(found) == 1 and "another supervisor" in found[0], found
+    assert second.served() == [f"{second.service}/own"]
+
+    assert first.terminate() == 0
+    assert first.state_of("moved") == "stopped"
+    second.reload()
+    wait_for(lambda: first.state_of("moved") == "running", 20,
+             "the moved task running under the second tree after a reload (or a line saying why not)")
+    assert f"{first.service}/moved" in second.served()
+    assert second.terminate() == 0
