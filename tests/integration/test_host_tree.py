@@ -1,7 +1,8 @@
 """Host trees end to end (issue 12): ``python -m supervisor DIR`` runs every task file of a directory in
 one process tree, on the real Docker engine and real etcd. Three tasks side by side (one ends, one fails
 and restarts under its policy, one runs on untouched); SIGHUP adding, removing and changing files; a bad
-file among good ones, at start, on reload and under ``--check``; an empty directory.
+file among good ones, at start, on reload and under ``--check``; an empty directory; a file refused at
+start (no room left in the tree, or its task run by another tree) taken on at a later reload.
 
 What etcd held meanwhile is read back from etcd's change history (tests.support.etcd.History), so a
 state of the untouched task that lasted a millisecond would be seen."""
@@ -99,8 +100,13 @@ def assert_live_record(tree: HostTree, name: str, service: str) -> None:
 
 
 def assert_final(tree: HostTree, name: str, service: str, state: str, exit_code: int) -> dict:
-    node = tree.node(name, service)
-    assert node is not None, f"no final record of {service}/{name}"
+    """The task's final record: its end, not running, kept keep_finished seconds (v2 sets the directory's
+    TTL in a request of its own, after the status: waited for)."""
+    def final():
+        node = tree.node(name, service)
+        return node if node and node.ttl and node.ttl > FINAL_TTL[0] and not node.keys.get("running", True) else None
+
+    node = wait_for(final, 10, f"the final record of {service}/{name}")
     status = node.keys["status"]
     assert (status["state"], status["exit_code"], node.keys["running"]) == (state, exit_code, False), node.keys
     assert node.ttl is not None and FINAL_TTL[0] < node.ttl <= FINAL_TTL[1], node.ttl
@@ -293,6 +299,7 @@ def test_a_bad_file_among_good_ones_is_one_line_and_skipped_at_start_and_on_relo
     good.write_text(good.read_text().replace("[metrics]", "restart = sometimes\n[metrics]"))
     tree.task_ini("bad")  # mended
     worse = tree.task_ini("worse", command="sh -c 'unbalanced")
+    host = tree.host_ini(ttl=20)  # the tree's own settings: read at its start only
     tree.reload()
     wait_for(lambda: tree.state_of("bad") == "running", 30, "the mended file's task running")
     found = error_lines(tree, good)
@@ -303,6 +310,9 @@ def test_a_bad_file_among_good_ones_is_one_line_and_skipped_at_start_and_on_relo
     assert tree.state_of("good") == "running" and tree.container_of("good") == good_id
     assert tree.served() == sorted(f"{tree.service}/{n}" for n in ("bad", "good"))
     assert tree.record_of("worse") == {}
+    found = [line for line in error_lines(tree, host) if "[endpoint]" not in line]  # not ep.ini's, which names it
+    assert len(found) == 1 and "next start" in found[0], found
+    assert tree.node("good").ttl <= 15  # the ttl the tree started with
 
     checked = tree.check()
     assert checked.returncode == 2
@@ -312,6 +322,21 @@ def test_a_bad_file_among_good_ones_is_one_line_and_skipped_at_start_and_on_relo
     assert tree.terminate() == 0
     assert tree.state_of("good") == "stopped" and tree.state_of("bad") == "stopped"
     assert "Traceback" not in tree.output()
+
+
+@pytest.mark.parametrize("etcd_api", ["v3"], indirect=True)
+def test_a_mistake_in_horizon_ini_is_one_line_and_exit_2_with_nothing_started(host_tree):
+    tree: HostTree = host_tree()
+    host = tree.host_ini(host="capacity = 0\n")
+    tree.task_ini("never")
+    checked = tree.check()
+    assert checked.returncode == 2 and checked.stdout == "", checked
+    [line] = checked.stderr.splitlines()
+    assert line.startswith(f"horizon: error: {host}: [host] capacity") and "Traceback" not in checked.stderr, line
+    assert tree.run_tree().wait(20) == 2
+    [line] = tree.output().splitlines()
+    assert line.startswith(f"horizon: error: {host}: [host] capacity"), line
+    assert tree.containers() == [] and tree.record_of("never") == {}
 
 
 @pytest.mark.parametrize("etcd_api", ["v3"], indirect=True)

@@ -27,12 +27,13 @@ TASKS = ("a", "b", "c")
 TTL = 5
 
 
-def start_three(tree: HostTree, ttl: int = 15) -> Dict[str, str]:
-    """Three tasks in the tree's service (c samples at its own, slower, interval), running: name -> container id."""
+def start_three(tree: HostTree, ttl: int = 15, interval: float = 0.2) -> Dict[str, str]:
+    """Three tasks in the tree's service, sampled every ``interval`` (c at its own, slower, one), running:
+    name -> container id."""
     tree.host_ini(ttl=ttl)
-    tree.task_ini("a")
-    tree.task_ini("b")
-    tree.task_ini("c", interval=0.5)
+    tree.task_ini("a", interval=interval)
+    tree.task_ini("b", interval=interval)
+    tree.task_ini("c", interval=2 * interval)
     tree.run_tree()
     tree.wait_states({name: "running" for name in TASKS})
     for name in TASKS:
@@ -56,15 +57,15 @@ def adopted(tree: HostTree, ids: Dict[str, str]) -> None:
         assert tree.container_of(name) == container, name
 
 
-@pytest.mark.parametrize("fault, signum, limit", [
-    pytest.param("killed", signal.SIGKILL, 4.0, id="killed"),  # restarted at once: 0.1 s backoff
+@pytest.mark.parametrize("fault, signum, interval, limit", [
+    pytest.param("killed", signal.SIGKILL, 0.2, 4.0, id="killed"),  # restarted at once: 0.1 s backoff
     # a call that never returns: replaced within 3 intervals (the tree's shortest) + 2 s
-    pytest.param("hung", signal.SIGSTOP, 3 * 0.2 + 2, id="hung"),
+    pytest.param("hung", signal.SIGSTOP, 0.5, 3 * 0.5 + 2, id="hung"),
 ])
 def test_each_killed_or_hung_worker_is_back_with_every_task_adopted_and_etcd_never_says_one_stopped(
-        host_tree, fault, signum, limit):
+        host_tree, fault, signum, interval, limit):
     tree: HostTree = host_tree()
-    ids = start_three(tree)
+    ids = start_three(tree, interval=interval)
     urls = {name: tree.url_of(name) for name in TASKS}
     history = tree.etcd.history(tree.prefix)
     since = time.time()
