@@ -49,8 +49,12 @@ def prometheus_text(tree: HostTree) -> str:
 
 
 def promtool_accepts(text: str) -> None:
+    """promtool's lint passes, and no series is given twice (one scrape of every task: a series twice is
+    a sample Prometheus drops)."""
     checked = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(series) == len(set(series)), sorted({s for s in series if series.count(s) > 1})
 
 
 def series_tasks(text: str) -> set:
@@ -146,6 +150,10 @@ def test_three_tasks_one_ends_one_fails_and_restarts_one_runs_on(host_tree):
     promtool_accepts(text)
     assert series_tasks(text) == {f"{s}/{n}" for s, n in everyone}
     assert text.count("# TYPE container_cpu_usage_seconds_total ") == 1  # each family declared once
+    status, kind, text = text_get(f"{tree.base()}/metrics", "application/openmetrics-text;version=1.0.0")
+    assert status == 200 and kind.startswith("application/openmetrics-text"), kind
+    assert text.endswith("\n# EOF\n") and text.count("# EOF") == 1
+    assert series_tasks(text) == {f"{s}/{n}" for s, n in everyone}
     status, kind, page = text_get(f"{tree.base()}/")
     assert status == 200 and kind.startswith("text/html")
     assert all(f'href="{tree.url_of(n, s)}/"' in page for s, n in everyone), page
