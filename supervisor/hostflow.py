@@ -16,6 +16,7 @@ once every final record is written (exit 0; 1 when a worker gave up).
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import socket
@@ -86,7 +87,7 @@ class HostFlow:
         self.shm = SharedMemory(roles=[role.name for role in self.roles], history=host.host.history,
                                 capacity=host.host.capacity)
         self.report = SelfReport(self.shm.reports["supervisor"])
-        self.free = list(range(host.host.capacity - 1, -1, -1))  # blocks of shared memory, lowest first
+        self.free = collections.deque(range(host.host.capacity))  # blocks of shared memory, the longest free first
         self.tasks: Dict[TaskKey, HostTask] = {}
         self.files: Dict[str, str] = {}  # task file -> the stamp of the version last taken on
         self.stopping = False
@@ -203,9 +204,13 @@ class HostFlow:
         """Take a task on: its lock, a block of shared memory, and a ``task`` frame to every worker."""
         config = file.config
         assert config is not None
-        if config.key in self.tasks:
+        ending = self.tasks.get(config.key)
+        if ending is not None and ending.course is not Course.RUNNING and ending.file.path == file.path:
+            ending.then = file  # its file is back while it ends: it starts again once gone
+            return
+        if ending is not None:
             log.error("%s: task %s is %s's already: give [task] name a value of its own",
-                      file.path, config.key.path, self.tasks[config.key].file.path)
+                      file.path, config.key.path, ending.file.path)
             return
         if not self.free:
             log.error("%s: the tree holds %d tasks already, its capacity: raise [host] capacity in %s",
@@ -217,7 +222,7 @@ class HostFlow:
         except AlreadySupervised as exc:
             log.error("%s: task %s: %s", file.path, config.key.path, exc)
             return
-        index = self.free.pop()
+        index = self.free.popleft()
         task = HostTask(file, config, index, lock, endpoint_document(self.host.endpoint, self.base["port"],
                                                                      f"/tasks/{config.key.path}"))
         self.tasks[config.key] = task

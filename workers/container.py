@@ -43,7 +43,7 @@ from supervisor.frames import CONTROL_ACTIONS, TaskKey
 from supervisor.link import EXIT_DONE, EXIT_FATAL, EXIT_ORPHANED, MAX_WAIT, STOP_GRACE, WorkerStart
 from supervisor.restarts import Policy, Restarts, State as RestartState
 from supervisor.selfstats import SelfReport
-from supervisor.shm import SharedMemory, TaskSlots
+from supervisor.shm import SharedMemory, Slot, TaskSlots
 from supervisor.channel import Outbox
 from supervisor.state import Ended, Status, TaskMachine, TaskState, utc_now
 from workers.loglines import LAST_LOGS, last_lines
@@ -151,15 +151,20 @@ class TaskOutput:
         self.outbox = outbox
         self.publish_every = publish_every
         self.seq_file = seq_file
-        previous = slots.metrics.read_frame()
+        previous = self.own(slots.metrics)
         self.seq = max(int(previous.body.get("seq", 0)) if previous else 0, seq_file.load())
         self.sent_any = False
         self.unsent: Optional[bytes] = None  # the latest sample, when no frame carried it yet
 
     def last_status(self) -> Optional[Status]:
         """What a previous worker of this supervisor published last (None for the first worker)."""
-        previous = self.slots.status.read_frame()
+        previous = self.own(self.slots.status)
         return Status.from_dict(previous.body) if previous else None
+
+    def own(self, slot: Slot) -> Optional[frames.Frame]:
+        """The slot's frame if it is this task's (a host tree's block may have held another task's)."""
+        frame = slot.read_frame()
+        return frame if frame is not None and frame.task == self.key else None
 
     def emit(self, kind: str, body: Dict[str, Any]) -> None:
         slot = self.slots.slots.get(kind)

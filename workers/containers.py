@@ -268,6 +268,7 @@ class ContainersWorker:
             link = self.links.pop(frame.task, None)
             if link is not None:
                 link.inbox.end()  # a thread still running (its stop was given up on) leaves its container
+            self.schedule.remove(frame.task)  # no sample of it lands in its block once freed
             self.shm.detach(frame.task)
         else:
             log.error("bug: a %s frame for the container worker", frame.kind)

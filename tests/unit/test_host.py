@@ -28,7 +28,10 @@ from supervisor.shm import SharedMemory
 from supervisor.sockets import bind_sockets
 from tests.unit.notes import Notes
 from tests.unit.fleet_fake import NS, record
+from supervisor.channel import Outbox
+from workers.container import TaskOutput
 from workers.containers import SampleSchedule, TaskInbox, TaskPulse
+from workers.seqfile import SeqFile
 from workers.control import ControlWatch
 from workers.endpoint_host import HostSite
 from workers.exposition import TEXT
@@ -97,6 +100,17 @@ def test_a_config_crosses_a_frame_unchanged(tmp_path: Path) -> None:
 
 
 # -- shared memory --------------------------------------------------------------------------------------
+
+
+def test_a_tasks_output_ignores_what_another_task_left_in_its_block(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HORIZON_RUN_DIR", str(tmp_path))
+    shm = SharedMemory(roles=["container"], capacity=1)
+    shm.attach(A, 0).metrics.write_frame("metrics", A, {"seq": 77})
+    shm.tasks[A].status.write_frame("status", A, {"state": "running"})
+    config = cfg.build({"task": {"image": "busybox", "command": "true", "service": "web", "name": "b"}},
+                       lambda s, k: k, "test", None)
+    output = TaskOutput(B, shm.attach(B, 0), Outbox(os.open(os.devnull, os.O_WRONLY)), 5, SeqFile(config))
+    assert output.seq == 0 and output.last_status() is None
 
 
 def test_a_freed_block_reads_as_never_written_for_the_next_task() -> None:
@@ -189,6 +203,20 @@ def test_a_reload_starts_new_files_stops_removed_ones_and_restarts_changed_ones(
     sent.clear()
     flow.reload()  # nothing changed: nothing touched
     assert sent == []
+
+
+def test_a_file_removed_and_put_back_while_its_task_stops_starts_it_again(tmp_path: Path, flow_in) -> None:
+    task_file(tmp_path, "a")
+    flow, _ = flow_in(tmp_path)
+    text = (tmp_path / "a.ini").read_text()
+    (tmp_path / "a.ini").unlink()
+    flow.reload()
+    (tmp_path / "a.ini").write_text(text)
+    flow.reload()
+    assert flow.tasks[A].course is Course.STOPPING
+    flow.task_ended(A, 0)
+    flow.task_finished(A, True)
+    assert flow.tasks[A].course is Course.RUNNING
 
 
 def test_a_changed_file_gone_bad_leaves_its_task_running(tmp_path: Path, flow_in, caplog) -> None:
