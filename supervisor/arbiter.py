@@ -41,6 +41,7 @@ log = logging.getLogger("supervisor")
 STARTUP_ALLOWANCE = 15.0  # seconds a new worker may take to import its libraries and beat once
 SHUTDOWN_GRACE = 2.0
 IDLE_WAKE = 30.0  # nothing due (no worker runs): look around anyway this often
+WATCHDOG_RETRY = 0.5  # seconds before a withheld watchdog ping is tried again
 
 
 class Verdict(enum.Enum):
@@ -302,7 +303,9 @@ class Arbiter:
         self.conductor.tick(now)
         if self.notifier.watchdog_interval and now >= self.next_watchdog:
             self.ping_watchdog(now)
-            self.next_watchdog = now + self.notifier.watchdog_interval
+            # A ping withheld is tried again soon: waiting a whole period would leave systemd a gap of WatchdogSec.
+            retry = WATCHDOG_RETRY if self.reported_problem else self.notifier.watchdog_interval
+            self.next_watchdog = now + min(retry, self.notifier.watchdog_interval)
 
     def check_heartbeat(self, role: Role, child: Child, now: float) -> None:
         due = self.heartbeats[role.name].due

@@ -226,6 +226,7 @@ class HostFlow:
         task = HostTask(file, config, index, lock, endpoint_document(self.host.endpoint, self.base["port"],
                                                                      f"/tasks/{config.key.path}"))
         self.tasks[config.key] = task
+        self.shm.attach(config.key, index)  # the parent reads its samples' age (the watchdog)
         log.info("task %s (%s): image %s, endpoint %s", config.key.path, file.path, config.task.image, task.endpoint["url"])
         for role in self.roles:
             role.take_on(task)
@@ -271,6 +272,7 @@ class HostFlow:
         for role in self.roles:
             role.send("drop", task.key, {})
         del self.tasks[task.key]
+        self.shm.detach(task.key)
         self.shm.clear(task.index)
         self.free.append(task.index)
         task.lock.release()
@@ -290,8 +292,7 @@ class HostFlow:
         self.publisher_role.send_encoded(frame.kind, frame.task, frame.data)
         self.relayed += 1
         if frame.kind == "status":
-            view.status = Status.from_dict(frame.body)
-            view.settle()
+            view.take_status(Status.from_dict(frame.body))
             self.maybe_ready()
 
     def task_error(self, key: TaskKey, message: str) -> None:

@@ -44,6 +44,16 @@ class TaskView:
         self.etcd: Dict[str, Any] = {}  # the publisher's latest ``etcd`` report
         self.pending: Optional[Dict[str, Any]] = None  # the pause or resume passed on and not settled yet
         self.ready_sent = False
+        self.live_since: Optional[float] = None  # monotonic: since when its status says it lives
+
+    def take_status(self, status: Status) -> None:
+        live = status.state in LIVE_STATES
+        if live and self.live_since is None:
+            self.live_since = time.monotonic()
+        elif not live:
+            self.live_since = None
+        self.status = status
+        self.settle()
 
     def settle(self) -> None:
         """Forget the pending pause or resume once the latest status shows it done, refused, or moot."""
@@ -52,9 +62,9 @@ class TaskView:
 
     def stale(self, written_at: float, interval: float, now: float) -> Optional[str]:
         """What is wrong when the task lives and its latest sample (written at ``written_at``) is stale."""
-        if self.status is None or self.status.state not in LIVE_STATES:
+        if self.status is None or self.live_since is None or self.status.state not in LIVE_STATES:
             return None
-        age = now - written_at
+        age = now - max(written_at, self.live_since)  # a task just (re)started has no sample yet
         return f"task {self.key.path}: no sample for {age:.1f} s" if age > fresh_within(interval) else None
 
     def ready(self, etcd_required: bool) -> Optional[str]:
@@ -219,9 +229,8 @@ class TaskFlow:
         self.publisher_role.send_encoded(frame.kind, frame.task, frame.data)
         self.relayed += 1
         if frame.kind == "status":
-            view.status = Status.from_dict(frame.body)
+            view.take_status(Status.from_dict(frame.body))
             self.ending.status = view.status
-            view.settle()
             self.maybe_ready(view)
 
     def etcd_report(self, key: TaskKey, report: Dict[str, Any]) -> None:

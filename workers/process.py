@@ -137,12 +137,12 @@ def become_worker(start: WorkerStart, period: float) -> Worker:
     """Reset what the fork inherited from the parent (signal handlers, wakeup fd, the parent's pipe
     ends), set up logging and the process name, and beat once: the worker is up."""
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
+    for signum in (signal.SIGCHLD, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_DFL)
     # Ctrl-C, `pkill -f` and `kill -- -PGID` reach every process of the group; only the parent decides
-    # what a stop means. Workers end when the parent tells them to, or when their inbox reaches EOF
-    # (the parent closed it, or died).
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+    # what a stop (or a reload: SIGHUP) means. Workers end when the parent tells them to, or when their
+    # inbox reaches EOF (the parent closed it, or died).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     for fd in start.parent_fds:
         try:

@@ -283,6 +283,18 @@ def test_ready_once_every_task_runs_and_is_registered(tmp_path: Path, flow_in) -
     assert flow.notifier.sent.count("READY=1") == 1 and any(f.startswith("STATUS=2 tasks") for f in flow.notifier.sent)
 
 
+def test_a_task_just_running_is_not_stale_before_its_first_sample(tmp_path: Path, flow_in) -> None:
+    task_file(tmp_path, "a")
+    flow, _ = flow_in(tmp_path)
+    now = time.monotonic()
+    assert flow.problem(now) is None  # not live yet
+    status(flow, A, "running")
+    assert flow.problem(now + 1) is None  # live for a second, no sample yet: not stale
+    assert "web/a: no sample for" in str(flow.problem(now + 30))
+    flow.shm.tasks[A].metrics.write_frame("metrics", A, {"seq": 1})
+    assert flow.problem(time.monotonic()) is None
+
+
 def test_an_empty_directory_is_ready_at_once(tmp_path: Path, flow_in, caplog) -> None:
     caplog.set_level(logging.INFO)
     flow, _ = flow_in(tmp_path)
