@@ -189,39 +189,40 @@ class HostFlow:
                 continue
             if self.files.get(file.path) == file.stamp:
                 continue  # unchanged: running, or ended (its file must change for it to run again)
-            self.files[file.path] = file.stamp
             live = [task for task in running if task.course is not Course.GONE]
             if live:
+                self.files[file.path] = file.stamp
                 live[0].then = file
                 self.stop_task(live[0], f"its file {file.path} changed")
-            else:
-                self.add(file)
+            elif self.add(file):
+                self.files[file.path] = file.stamp  # a file refused (no room, held elsewhere) is tried again
 
     def by_path(self, path: str) -> List[HostTask]:
         return [task for task in self.tasks.values() if task.file.path == path]
 
-    def add(self, file: TaskFile) -> None:
-        """Take a task on: its lock, a block of shared memory, and a ``task`` frame to every worker."""
+    def add(self, file: TaskFile) -> bool:
+        """Take a task on: its lock, a block of shared memory, and a ``task`` frame to every worker; False
+        when it is refused (one line says why)."""
         config = file.config
         assert config is not None
         ending = self.tasks.get(config.key)
         if ending is not None and ending.course is not Course.RUNNING and ending.file.path == file.path:
             ending.then = file  # its file is back while it ends: it starts again once gone
-            return
+            return True
         if ending is not None:
             log.error("%s: task %s is %s's already: give [task] name a value of its own",
                       file.path, config.key.path, ending.file.path)
-            return
+            return False
         if not self.free:
             log.error("%s: the tree holds %d tasks already, its capacity: raise [host] capacity in %s",
                       file.path, self.host.host.capacity, self.host.source)
-            return
+            return False
         lock = TaskLock(config)
         try:
             lock.acquire()
         except AlreadySupervised as exc:
             log.error("%s: task %s: %s", file.path, config.key.path, exc)
-            return
+            return False
         index = self.free.popleft()
         task = HostTask(file, config, index, lock, endpoint_document(self.host.endpoint, self.base["port"],
                                                                      f"/tasks/{config.key.path}"))
@@ -230,6 +231,7 @@ class HostFlow:
         log.info("task %s (%s): image %s, endpoint %s", config.key.path, file.path, config.task.image, task.endpoint["url"])
         for role in self.roles:
             role.take_on(task)
+        return True
 
     def announce(self) -> None:
         running = sum(task.course is Course.RUNNING for task in self.tasks.values())
@@ -277,8 +279,8 @@ class HostFlow:
         self.free.append(task.index)
         task.lock.release()
         log.info("task %s: done", task.key.path)
-        if task.then is not None and not self.stopping:
-            self.add(task.then)
+        if task.then is not None and not self.stopping and not self.add(task.then):
+            self.files.pop(task.then.path, None)  # refused: tried again at the next reload
         self.announce()
 
     # -- what the roles report ------------------------------------------------------------------

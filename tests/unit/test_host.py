@@ -239,11 +239,16 @@ def test_a_task_that_ended_runs_again_only_when_its_file_changes(tmp_path: Path,
     assert flow.tasks[A].course is Course.RUNNING
 
 
-def test_beyond_its_capacity_a_task_is_refused_in_one_line(tmp_path: Path, flow_in, caplog) -> None:
+def test_beyond_its_capacity_a_task_is_refused_in_one_line_and_taken_on_once_there_is_room(tmp_path: Path, flow_in,
+                                                                                          caplog) -> None:
     for name in "abc":
         task_file(tmp_path, name)
     flow, _ = flow_in(tmp_path, capacity=2)
     assert set(flow.tasks) == {A, B} and "capacity: raise [host] capacity" in caplog.text
+    flow.task_ended(A, 0)
+    flow.task_finished(A, True)
+    flow.reload()
+    assert set(flow.tasks) == {B, C}
 
 
 def test_control_reaches_the_one_task_named(tmp_path: Path, flow_in) -> None:
