@@ -221,9 +221,13 @@ class HostTree(Supervisor):
         return body if status == 200 and isinstance(body, list) else None
 
     def states(self) -> Dict[str, int]:
-        """How many tasks are in each state, as /tasks says ("unserved": not at /tasks yet)."""
+        """How many tasks are in each state, as /tasks says ("unserved": not at /tasks; {"no answer": N}
+        while the endpoint does not answer)."""
+        tasks = self.tasks()
+        if tasks is None:
+            return {"no answer": self.count}
         counts: Dict[str, int] = {}
-        for task in self.tasks() or []:
+        for task in tasks:
             counts[task.get("state", "?")] = counts.get(task.get("state", "?"), 0) + 1
         served = sum(counts.values())
         if served < self.count:
@@ -231,24 +235,40 @@ class HostTree(Supervisor):
         return counts
 
     def wait_running(self, timeout: float, every: float = 1.0) -> float:
-        """Until /tasks lists every task as running; the seconds since the launch. A tree that exits, or a
-        start that stalls, fails with the states and the log's problems."""
+        """Until /tasks lists every task as running; the seconds since the launch. A tree that exits, a task
+        that ends (failed, exited, stopped, or gone from /tasks: the bench's tasks never restart) or a start
+        that stalls fails, with the course of the states (every 15 s) and a summary of the log's problems;
+        once a task has ended, the wait goes on until the states stop changing for 15 s, to show where the
+        tree ends up."""
         deadline = self.started + timeout
         said = time.monotonic()
+        course: List[str] = []
+        last: Dict[str, int] = {}
+        settled_since = time.monotonic()
+        most = 0  # the most tasks /tasks has listed: fewer later, and some are gone (ended, dropped)
         while True:
             counts = self.states()
-            if counts.get("running", 0) == self.count:
-                return time.monotonic() - self.started
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"host tree {self.service} exited {self.proc.returncode} before every task ran "
-                                   f"({counts}): {' | '.join(self.problems()[-5:]) or self.output()[-1500:]}")
             now = time.monotonic()
-            if now >= deadline:
-                raise RuntimeError(f"host tree {self.service}: not every task running {timeout:.0f} s after the "
-                                   f"start: {counts}; log: {' | '.join(self.problems()[:5]) or 'no warnings'}")
+            if counts.get("running", 0) == self.count:
+                return now - self.started
+            if counts != last:
+                last, settled_since = counts, now
+            served = most if "no answer" in counts else self.count - counts.get("unserved", 0)
+            most = max(most, served)
+            ended = {state: counts[state] for state in ("failed", "exited", "stopped") if counts.get(state)}
+            if served < most:
+                ended["gone from /tasks"] = most - served
+            exited = self.proc is not None and self.proc.poll() is not None
+            if exited or now >= deadline or (ended and now - settled_since >= 15):
+                course.append(f"{now - self.started:.0f} s: {counts}")
+                why = (f"exited {self.proc.returncode if self.proc is not None else '?'}" if exited else
+                       f"tasks ended ({ended})" if ended else f"not every task running {timeout:.0f} s after the start")
+                raise RuntimeError(f"host tree of {self.count} tasks: {why}; states: {'; '.join(course)}; "
+                                   f"its log ({self.log_path}): {summarize(self.problems()) or 'no warnings'}")
             if now - said >= 15:
                 said = now
-                log(f"{self.service}: {now - self.started:.0f} s after the start: {counts}")
+                course.append(f"{now - self.started:.0f} s: {counts}")
+                log(f"{self.service}: {course[-1]}")
             time.sleep(every)
 
     def processes(self) -> List[psutil.Process]:
@@ -265,7 +285,8 @@ class HostTree(Supervisor):
         return [int(pid) for pid in out.split() if pid.isdigit() and int(pid) > 0]
 
     def problems(self) -> List[str]:
-        """The log's warnings and errors, and any line not of the log's format (a traceback, a crash)."""
+        """The log's warnings and errors, a task's failure (INFO), and the exception of each traceback in it
+        (a worker's crash)."""
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
@@ -273,7 +294,10 @@ class HostTree(Supervisor):
         found = []
         for line in lines:
             match = self.LINE.match(line)
-            if (match is None and line.strip()) or (match is not None and match.group(1) in ("WARNING", "ERROR", "CRITICAL")):
+            if match is None:
+                if EXCEPTION.match(line):  # a traceback's last line: the exception and its message
+                    found.append(line.strip())
+            elif match.group(1) in ("WARNING", "ERROR", "CRITICAL") or NOTABLE.search(line):
                 found.append(line.strip())
         return found
 
@@ -320,6 +344,24 @@ class HostTree(Supervisor):
                 os.unlink(leftover)
             except OSError:
                 pass
+
+
+EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+NOTABLE = re.compile(r"task failed|cannot |gave up|giving up")  # an INFO line that tells of trouble
+_PREFIX = re.compile(r"^\S+ \S+ horizon\[\d+\] ")
+
+
+def summarize(problems: Sequence[str], limit: int = 8) -> str:
+    """Log lines told apart by what they say, not by when, which process, task or number: each kind once,
+    with how often it came, in the order of its first coming (the first ``limit`` kinds)."""
+    kinds: Dict[str, List[Any]] = {}
+    for line in problems:
+        text = _PREFIX.sub("", line)
+        kind = re.sub(r"\d+(\.\d+)?", "#", text)
+        kinds.setdefault(kind, [0, text])[0] += 1
+    shown = [f"{count}× {text[:220]}" for count, text in list(kinds.values())[:limit]]
+    more = len(kinds) - limit
+    return " | ".join(shown) + (f" | {more} more kind(s)" if more > 0 else "")
 
 
 def remove_containers() -> None:

@@ -213,7 +213,7 @@ def host_rows(n: int, h: Dict[str, Any], one: Dict[str, Any], sep: Optional[Dict
             + ("" if same else f"; ratio per task against {sep_n} trees")),
         Row(f"{base}: cadence p99 deviation at 1 s", f"{share(h['p99'])} ({ms(h['p99'])})",
             f"{ms(sep['p99'])} ({against})" if sep else "—", ratio(h["p99"], sep["p99"]) if sep else "—",
-            f"p99 < {100 * CADENCE_LIMIT:g}% of the interval" + (" (the issue's, at the largest N)" if largest else ""),
+            f"p99 < {100 * CADENCE_LIMIT:g}% of the interval" + (" (the issue's, at this N)" if largest else ""),
             h["p99"] < CADENCE_LIMIT * INTERVAL,
             f"p50 {ms(h['p50'])}; {h['intervals']} intervals of {h['seen']} tasks, {h['missed']} missed; "
             f"{h['polls']} polls of GET /metrics (up to {h['body'] / 1024:.0f} KB, p99 {ms(h['rtt99'])}), "
@@ -231,7 +231,7 @@ def host_rows(n: int, h: Dict[str, Any], one: Dict[str, Any], sep: Optional[Dict
     per_extra = f"separate trees, per extra tree (N=1→{sep_n})"
     rows += [
         Row(f"{base}: marginal PSS per extra task", f"{m_pss / MB:.2f} MB",
-            f"{sm_pss / MB:.1f} MB ({per_extra})" if sm_pss == sm_pss else "—", ratio(m_pss, sm_pss),
+            f"{sm_pss / MB:.1f} MB ({per_extra})" if sm_pss == sm_pss else "—", ratio(m_pss, sm_pss, "{:.3f}×"),
             f"≤ {MARGINAL_PSS_LIMIT / MB:g} MB", m_pss <= MARGINAL_PSS_LIMIT,
             f"(PSS(N) − PSS(1)) / (N − 1) = ({h['pss'] / MB:.1f} − {one['pss'] / MB:.1f} MB) / {n - 1}; "
             f"marginal USS {m_uss / MB:.2f} MB; the engine's shim: {h['shim'] / MB:.1f} MB PSS per container"),
@@ -249,6 +249,7 @@ def run(smoke: bool) -> List[Row]:
     separate: Dict[int, Dict[str, float]] = {}
     skipped: Dict[int, str] = {}
     failures: List[str] = []
+    failed: Dict[int, Row] = {}
     rows: List[Row] = []
     for n in counts:
         settle = 1.0 if smoke else 5.0 + 0.05 * n
@@ -258,7 +259,7 @@ def run(smoke: bool) -> List[Row]:
         except Exception as exc:  # noqa: BLE001 - one N's failure is reported in its row; the others still run
             traceback.print_exc()
             failures.append(f"host tree N={n}: {exc}")
-            rows.append(Row(f"host tree N={n}: did not run", "failed", "", "", "", False, str(exc)[:600]))
+            failed[n] = Row(f"host tree N={n}: did not run", "failed", "", "", "", False, str(exc)[:1500])
             if 1 not in host:
                 break
         if separate and n > 1:
@@ -274,11 +275,12 @@ def run(smoke: bool) -> List[Row]:
             traceback.print_exc()
             failures.append(f"separate trees N={n}: {exc}")
             skipped[n] = f"failed: {str(exc)[:600]}"
-    largest = max(host) if host else None
     for n in counts:
-        if n in host and 1 in host:
+        if n in failed:
+            rows.append(failed[n])
+        elif n in host and 1 in host:
             sep_n = n if n in separate else max(separate, default=0)
-            rows += host_rows(n, host[n], host[1], separate.get(sep_n), sep_n, separate.get(1), window, n == largest)
+            rows += host_rows(n, host[n], host[1], separate.get(sep_n), sep_n, separate.get(1), window, n == counts[-1])
     for n in counts:
         if n in separate:
             rows += separate_rows(n, separate[n], separate[counts[0]], n == counts[0], window)
