@@ -54,6 +54,7 @@ HISTORY_FIELDS = ("cpu_percent", "cpu_seconds", "memory_bytes", "memory_limit_by
                   "net_tx_bytes", "blkio_read_bytes", "blkio_write_bytes")
 HISTORY_ENTRY = 256
 REPORT_CAPACITY = 4096
+REPORT_PER_TASK = 256  # a task's line in the publisher's report: its path (up to 127 characters) and two figures
 
 
 class Slot:
@@ -116,21 +117,28 @@ class Slot:
 
 
 class History:
-    """The last samples of one task, a ring of slots: one writer (the container worker), any readers."""
+    """The last samples of one task, a ring of ``count`` small slots: one writer (the container worker), any
+    readers. A slot's object is made when it is used (a host tree maps 600 for each of hundreds of blocks:
+    made all at once, they cost ~100 MB)."""
 
-    def __init__(self, slots: List[Slot]) -> None:
-        self.slots = slots
+    def __init__(self, ring: memoryview, count: int) -> None:
+        self._ring = ring
+        self.count = count
+        self._entry = len(ring) // count if count else 0
+
+    def slot(self, index: int) -> Slot:
+        return Slot(self._ring[index * self._entry:(index + 1) * self._entry], "history")
 
     def append(self, seq: int, timestamp: float, container: Mapping[str, Any]) -> None:
-        if self.slots:
+        if self.count:
             entry = [seq, timestamp, *(container.get(name) for name in HISTORY_FIELDS)]
-            self.slots[seq % len(self.slots)].write(msgpack.packb(entry))
+            self.slot(seq % self.count).write(msgpack.packb(entry))
 
     def since(self, after: int) -> List[Dict[str, Any]]:
         """The samples kept whose seq is above ``after``, oldest first."""
         found = []
-        for slot in self.slots:
-            data = slot.read()[1]
+        for index in range(self.count):
+            data = self.slot(index).read()[1]
             if data is None:
                 continue
             seq, timestamp, *figures = msgpack.unpackb(data)
@@ -138,6 +146,10 @@ class History:
                 found.append({"seq": seq, "timestamp": timestamp, **dict(zip(HISTORY_FIELDS, figures))})
         found.sort(key=lambda sample: sample["seq"])
         return found
+
+    def clear(self) -> None:
+        for index in range(self.count):
+            self.slot(index).clear()
 
 
 class TaskSlots:
@@ -193,11 +205,11 @@ class SharedMemory:
         roles, tasks = list(roles), list(tasks)
         if len(roles) * _WORD > HEARTBEAT_PAGE:
             raise ValueError(f"{len(roles)} heartbeats do not fit in one page")
-        report = _HEADER.size + REPORT_CAPACITY
+        count = max(capacity, len(tasks))
+        report = _HEADER.size + REPORT_CAPACITY + REPORT_PER_TASK * count  # the publisher's names each task
         names = ["supervisor", *roles]
         entry = _HEADER.size + HISTORY_ENTRY
         per_task = sum(_HEADER.size + capacity for capacity in SLOT_CAPACITY.values()) + history * entry
-        count = max(capacity, len(tasks))
         self._map = mmap.mmap(-1, HEARTBEAT_PAGE + report * len(names) + per_task * count, flags=mmap.MAP_SHARED)
         view = memoryview(self._map)
         self.heartbeats = {
@@ -207,22 +219,27 @@ class SharedMemory:
         self.reports = {name: Slot(view[offset + i * report:offset + (i + 1) * report], f"{name} report")
                         for i, name in enumerate(names)}
         offset += report * len(names)
-        self.blocks: List[Tuple[Dict[str, Slot], History]] = []
-        for _ in range(count):
-            slots = {}
-            for name, size in SLOT_CAPACITY.items():
-                slots[name] = Slot(view[offset:offset + _HEADER.size + size], name)
-                offset += _HEADER.size + size
-            ring = [Slot(view[offset + i * entry:offset + (i + 1) * entry], "history") for i in range(history)]
-            offset += history * entry
-            self.blocks.append((slots, History(ring)))
+        self._view, self._blocks_at, self._per_task, self._history = view, offset, per_task, history
+        self.capacity = count
         self.tasks: Dict[TaskKey, TaskSlots] = {}
         for index, key in enumerate(tasks):
             self.attach(key, index)
 
+    def block(self, index: int) -> Tuple[Dict[str, Slot], History]:
+        """Block ``index``'s slots, made when asked (a process makes only those of the tasks it serves)."""
+        if not 0 <= index < self.capacity:
+            raise IndexError(f"block {index} of {self.capacity}")
+        offset = self._blocks_at + index * self._per_task
+        slots = {}
+        for name, size in SLOT_CAPACITY.items():
+            slots[name] = Slot(self._view[offset:offset + _HEADER.size + size], name)
+            offset += _HEADER.size + size
+        ring = self._view[offset:offset + self._history * (_HEADER.size + HISTORY_ENTRY)]
+        return slots, History(ring, self._history)
+
     def attach(self, key: TaskKey, index: int) -> TaskSlots:
         """The task's slots are block ``index`` from now on (in this process)."""
-        slots, history = self.blocks[index]
+        slots, history = self.block(index)
         self.tasks[key] = TaskSlots(key, slots, history)
         return self.tasks[key]
 
@@ -232,6 +249,7 @@ class SharedMemory:
     def clear(self, index: int) -> None:
         """Make block ``index`` read as never written, for the next task to take it (the parent does,
         once no worker writes it any more)."""
-        slots, history = self.blocks[index]
-        for slot in [*slots.values(), *history.slots]:
+        slots, history = self.block(index)
+        for slot in slots.values():
             slot.clear()
+        history.clear()

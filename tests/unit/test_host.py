@@ -468,3 +468,13 @@ def test_the_run_dir_is_the_tests_own(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("HORIZON_RUN_DIR", str(tmp_path))
     from supervisor.lock import lock_dir
     assert lock_dir() == str(tmp_path) and os.path.isdir(tmp_path)
+
+
+def test_the_publishers_report_of_a_full_tree_of_long_names_fits_its_slot() -> None:
+    from supervisor.selfstats import SelfReport, read_reports
+
+    shm = SharedMemory(roles=["publisher"], capacity=256)
+    records = {f"{'s' * 63}/{index:03d}{'t' * 60}": {"last_publish_age_s": 123.456, "ttl_left_s": 14.999}
+               for index in range(256)}
+    SelfReport(shm.reports["publisher"]).maybe(lambda: {"etcd": {"requests": 10**9}, "records": records})
+    assert len(read_reports(shm.reports)["publisher"]["records"]) == 256
