@@ -10,6 +10,7 @@ state of the untouched task that lasted a millisecond would be seen."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import time
 from typing import List
@@ -243,6 +244,7 @@ def test_sighup_adds_removes_and_changes_files_and_leaves_the_others_alone(host_
     assert_gone_from_the_endpoint(tree, "gone", tree.service)
     for name in ("keep", "change", "new"):
         assert_live_record(tree, name, tree.service)
+        seq_passes(tree.url_of(name), 0, 10, f"a sample of {name}")  # /metrics is 503 until the first
         assert_served(tree, name, tree.service)
     assert tree.container_of("change") not in (None, ids["change"])  # restarted: a new container
     wait_for(lambda: not docker("ps", "-aq", "--filter", f"id={ids['gone']}").strip(), 10, "gone's container removed")
@@ -361,9 +363,11 @@ def test_an_empty_directory_runs_nothing_says_so_and_takes_a_task_on_reload(host
     assert http_get(f"{base}/health")[0] == 200
     assert tree.proc.poll() is None
 
+    workers = tree.wait_workers()
     tree.task_ini("late")
-    tree.reload()
+    tree.signal_group(signal.SIGHUP)  # to the whole group, as `pkill -HUP -f` or a terminal's hangup sends it
     tree.wait_states({"late": "running"})
+    assert tree.workers() == workers and len(tree.log_lines("SIGHUP: reading")) == 1  # the parent's alone
     assert_live_record(tree, "late", tree.service)
     assert tree.served() == [f"{tree.service}/late"]
     assert tree.terminate() == 0
@@ -390,7 +394,7 @@ def test_a_file_refused_for_want_of_room_runs_at_a_reload_once_there_is_room(hos
     wait_for(lambda: tree.state_of("b") == "stopped", 20, "b stopped, its block free")
     wait_for(lambda: f"{tree.service}/b" not in tree.served(), 10, "b dropped")
     tree.reload()  # room now: the file refused for want of it is taken on
-    wait_for(lambda: tree.state_of("c") == "running", 20,
+    wait_for(lambda: tree.state_of("c") == "running", 15,
              "c running after a reload with room for it (or a line saying why not)")
     assert tree.served() == [f"{tree.service}/a", f"{tree.service}/c"]
     assert tree.terminate() == 0
@@ -420,7 +424,7 @@ def test_a_task_another_tree_runs_is_refused_then_taken_on_at_a_reload_once_free
     assert first.terminate() == 0
     assert first.state_of("moved") == "stopped"
     second.reload()
-    wait_for(lambda: first.state_of("moved") == "running", 20,
+    wait_for(lambda: first.state_of("moved") == "running", 15,
              "the moved task running under the second tree after a reload (or a line saying why not)")
     assert f"{first.service}/moved" in second.served()
     assert second.terminate() == 0
