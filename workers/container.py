@@ -204,10 +204,13 @@ class TaskOutput:
 
 class ContainerWorker:
     def __init__(self, config: Config, output: TaskOutput, worker: Link, report: Optional[SelfReport] = None,
-                 schedule: Optional[Schedule] = None) -> None:
-        """``schedule``: where the samples are taken instead of this loop (a host tree's one schedule)."""
+                 schedule: Optional[Schedule] = None, gate: Optional[threading.Semaphore] = None) -> None:
+        """``schedule``: where the samples are taken instead of this loop; ``gate``: how many tasks may be
+        starting at once (a host tree's)."""
         self.config = config
         self.schedule = schedule
+        self.gate = gate
+        self.gate_held = False
         self.output = output
         self.report = report  # the worker's own figures (supervisor/selfstats.py)
         self.inbox = worker.inbox
@@ -408,6 +411,7 @@ class ContainerWorker:
             drain(self.outbox, self.pulse, 5.0)
             return EXIT_DONE
         try:
+            self.enter_gate()
             client = self.connect()
             container = self.find(client)
             if container is None:
@@ -427,6 +431,25 @@ class ContainerWorker:
         except Orphaned:
             log.warning("the supervisor is gone; leaving the container running for the next one to adopt")
             return EXIT_ORPHANED
+        finally:
+            self.leave_gate()
+
+    def enter_gate(self) -> None:
+        """Wait for a place among the tasks starting now (a host tree's: hundreds of tasks starting at once
+        made the engine time out, and their threads starved the worker's main thread), keeping the
+        heartbeat and watching the parent meanwhile."""
+        if self.gate is None:
+            return
+        while not self.gate.acquire(timeout=MAX_WAIT):
+            self.pulse.beat()
+            self.check_parent()
+        self.gate_held = True
+
+    def leave_gate(self) -> None:
+        """The task is started (or waits to restart, or ended): another may start."""
+        if self.gate is not None and self.gate_held:
+            self.gate_held = False
+            self.gate.release()
 
     def remove_leftover(self) -> None:
         """Remove the ended container the previous worker may not have removed (best effort: its end is
@@ -513,6 +536,7 @@ class ContainerWorker:
         """Publish ``restarting`` and wait out the delay; False when a stop came meanwhile."""
         restart_at = self.restarts.restart_at or time.monotonic()
         delay = max(0.0, restart_at - time.monotonic())
+        self.leave_gate()
         log.info("task %s (%s); restart %d in %.1f s", ended.state.value, ended.reason, self.restarts.tries, delay)
         self.move(TaskState.RESTARTING, ended, restart_in_s=round(delay, 3))
         self.idle_until(restart_at, until_stop=True)
@@ -521,6 +545,7 @@ class ContainerWorker:
     def watch_until_end(self, container: Container) -> Ended:
         """Sample on schedule until the container ends or a stop is asked for (then stop it); act on
         pause and resume meanwhile. Rides out engine outages; raises Orphaned when the parent is gone."""
+        self.leave_gate()
         interval = self.config.metrics.interval
         sampler = self._sampler(container)
         self.watch_exit(container)

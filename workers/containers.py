@@ -8,7 +8,9 @@ a file read or two and no thread wakes up for it (a thread per task waking every
 CPU at 30 tasks, measured). A task's thread wakes only for its frames, its container's end, or its
 heartbeat's period. The main thread also routes the parent's frames to the task they name (``task``
 starts a thread, ``control`` reaches that thread, ``drop`` forgets the task), tells the parent when a
-task's thread is done (``ended``), and keeps the worker's heartbeat.
+task's thread is done (``ended``), and keeps the worker's heartbeat. At most ``STARTING_AT_ONCE`` tasks
+start their containers at a time: 200 at once made the engine time out (and their threads starved the
+main thread of the interpreter until the parent killed it as hung).
 
 The heartbeat is the main thread's, and it beats only while every task's thread keeps its own promise
 (``TaskPulse``: beats on each turn of its loop, a bound around each engine call, as the single worker's
@@ -47,6 +49,7 @@ log = logging.getLogger("container")
 EXIT_BUG = 1  # a task's thread failed with a bug: the parent restarts the worker, which adopts every task
 TASK_GRACE = 2.0  # seconds a task's thread may be past its promise before the worker stops its heartbeat
 TASK_PERIOD = 5.0  # seconds between two turns of an idle task thread's loop (it samples nothing itself)
+STARTING_AT_ONCE = 8  # tasks connecting, finding, creating and starting their containers at the same time
 HEAVY_SAMPLE = 0.005  # seconds: a sample that takes longer holds the other tasks' samples back
 HEAVY_IN_A_ROW = 3
 
@@ -220,6 +223,7 @@ class ContainersWorker:
         heavy = SampleSchedule()
         threading.Thread(target=heavy.run_forever, name="heavy samples", daemon=True).start()
         self.schedule = SampleSchedule(heavy)
+        self.gate = threading.Semaphore(STARTING_AT_ONCE)
         self.stuck: Optional[TaskKey] = None
 
     def run(self) -> int:
@@ -282,7 +286,7 @@ class ContainersWorker:
         link = TaskLink(TaskInbox(), self.outbox, self.watch, TaskPulse(TASK_PERIOD))
         output = TaskOutput(key, slots, self.outbox, config.metrics.publish_every, SeqFile(config))
         self.links[key] = link
-        worker = ContainerWorker(config, output, link, schedule=self.schedule)
+        worker = ContainerWorker(config, output, link, schedule=self.schedule, gate=self.gate)
         threading.Thread(target=self.run_task, args=(key, worker, link), name=f"task {key.path}", daemon=True).start()
 
     def run_task(self, key: TaskKey, worker: ContainerWorker, link: TaskLink) -> None:
