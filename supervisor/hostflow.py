@@ -40,6 +40,8 @@ from supervisor.taskflow import TaskView, endpoint_document, etcd_refusal, hang_
 
 log = logging.getLogger("supervisor")
 
+STOP_PER_TASK = 0.25  # seconds more a stop may take for each task stopping at the same time
+
 
 class Course(enum.Enum):
     RUNNING = "running"
@@ -62,6 +64,7 @@ class HostTask:
         self.course = Course.RUNNING
         self.deadline: Optional[float] = None
         self.stop_asked = False
+        self.stop_started = 0.0
         self.ended = False  # its container worker's thread is done: it is not handed to a new worker again
         self.then: Optional[TaskFile] = None  # its changed file: started once this task is gone
 
@@ -128,8 +131,8 @@ class HostFlow:
             if task.deadline is None or now < task.deadline:
                 continue
             if task.course is Course.STOPPING:
-                timeout = task.config.task.stop_timeout + STOP_GRACE
-                log.error("task %s: the container did not report its stop within %.0f s", task.key.path, timeout)
+                log.error("task %s: the container did not report its stop within %.0f s", task.key.path,
+                          now - task.stop_started)
                 self.finish(task)
             elif task.course is Course.FINISHING:
                 log.warning("task %s: the publisher did not finish in time; leaving the record to its TTL", task.key.path)
@@ -254,8 +257,15 @@ class HostFlow:
             self.finish(task)  # nothing runs it (it ended, or no container worker will run)
             return
         task.course = Course.STOPPING
-        task.deadline = time.monotonic() + task.config.task.stop_timeout + STOP_GRACE
+        task.stop_started = time.monotonic()
+        task.deadline = task.stop_started + task.config.task.stop_timeout + STOP_GRACE
         self.container_role.send("control", task.key, {"action": "stop"})
+        # Stops at once share the engine and the container worker: each of them gets longer (200 at once: the
+        # last one reported its stop 22 s after its stop_timeout, 2 s past the deadline of a stop alone).
+        stopping = [other for other in self.tasks.values() if other.course is Course.STOPPING]
+        for other in stopping:
+            assert other.deadline is not None
+            other.deadline = max(other.deadline, task.deadline + STOP_PER_TASK * len(stopping))
 
     def finish(self, task: HostTask) -> None:
         """The task ended (or will never run): the publisher writes its final record, in bounded time."""

@@ -339,12 +339,13 @@ def test_every_task_is_sampled_at_its_own_interval_on_a_grid(monkeypatch: pytest
     taken: List[Tuple[str, float]] = []
     schedule.add(A, lambda now: taken.append(("a", clock[0])), 1.0)
     schedule.add(B, lambda now: taken.append(("b", clock[0])), 0.25)
-    assert schedule.due() == 100.25  # b's first tick; a's is 101.0, the next multiple of its interval
+    # a: the next multiple of 1.0; b, the second task, a tenth of its interval later (spread in BURSTS phases)
+    assert schedule.due() == pytest.approx(100.275)
     while clock[0] < 102.0:
         clock[0] = round(clock[0] + 0.05, 2)
         schedule.run_due(clock[0])
     assert [t for name, t in taken if name == "a"] == [101.0, 102.0]
-    assert [t for name, t in taken if name == "b"][:4] == [100.25, 100.5, 100.75, 101.0]
+    assert [t for name, t in taken if name == "b"][:4] == [100.3, 100.55, 100.8, 101.05]
     schedule.remove(B)
     clock[0] = 103.0
     taken.clear()
