@@ -24,7 +24,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from supervisor.arbiter import Arbiter, parent_figures
-from supervisor.config import Config
+from supervisor.config import Config, ConfigError
 from supervisor.ending import EXIT_ERROR
 from supervisor.frames import Frame, TaskKey
 from supervisor.hostconfig import HostConfig, TaskFile, load_host, scan
@@ -157,7 +157,7 @@ class HostFlow:
             return
         try:
             host = load_host(self.host.directory)
-        except Exception as exc:  # a mistake in horizon.ini now: the tree runs on as it started
+        except ConfigError as exc:  # a mistake in horizon.ini now: the tree runs on as it started
             log.error("SIGHUP: %s; the tasks are reloaded with the settings the tree started with", exc)
         else:
             if host != self.host:
