@@ -323,13 +323,7 @@ class HostTree(Supervisor):
         """SIGKILL the tree's group if it still runs, then remove its containers (in one call), its keys
         and its directory. Never raises."""
         try:
-            if self.proc is not None:
-                try:
-                    self.proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    self.signal_group(signal.SIGKILL)
-                    self.proc.wait(10)
-                self.log.close()
+            self.reap(grace)
             ids = self.containers()
             if ids:
                 log(f"{self.service}: removing {len(ids)} container(s) left behind")
@@ -463,11 +457,16 @@ class MetricsPoller:
                 self._conn = None
         return None
 
-    def poll_once(self) -> None:
+    def _timed_get(self) -> Tuple[Optional[bytes], float]:
+        """``_get``, its round trip added to ``rtts``: the body (None: no answer) and when it came."""
         sent = time.time()
         body = self._get()
         received = time.time()
         self.rtts.append(received - sent)
+        return body, received
+
+    def poll_once(self) -> None:
+        body, received = self._timed_get()
         if body is None:
             return
         seq = int(_SEQ_RE.search(body).group(1))
@@ -510,10 +509,7 @@ class HostPoller(MetricsPoller):
         self.sizes: List[int] = []
 
     def poll_once(self) -> None:
-        sent = time.time()
-        body = self._get()
-        received = time.time()
-        self.rtts.append(received - sent)
+        body, received = self._timed_get()
         if body is None:
             return
         self.sizes.append(len(body))

@@ -21,12 +21,10 @@ import glob
 import os
 import re
 import signal
-import socket
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -36,6 +34,7 @@ from tests.support.docker import docker
 from tests.support.etcd import etcd_client
 from tests.support.ini import write_ini
 from tests.support.leftovers import assert_nothing_left
+from tests.support.notify import NotifyListener
 from tests.support.supervisor import Supervisor
 from tests.support.waiting import wait_for
 
@@ -43,56 +42,6 @@ INTERVAL = 0.5  # the tasks' sampling interval
 WATCHDOG_USEC = 2_000_000  # systemd's WatchdogSec as the tree sees it: a ping every 1 s while all is well
 WATCHDOG_S = WATCHDOG_USEC / 1e6
 START = 60  # seconds a tree may take to run its tasks (an image is local: far less)
-
-
-class NotifyListener:
-    """A NOTIFY_SOCKET of the test's own: every datagram the tree sends, with when it came. ``on_ready`` is
-    called on the listening thread the moment READY=1 comes, before the next datagram is read: what it
-    returns (``at_ready``) is the world as it was when the tree said it was ready."""
-
-    def __init__(self, path: Path, on_ready: Callable[[], Any]) -> None:
-        self.path = str(path)
-        self.on_ready = on_ready
-        self.at_ready: Any = None
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.messages: List[Tuple[float, str]] = []
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._listen, daemon=True)
-        self.thread.start()
-
-    def _listen(self) -> None:
-        while not self.done.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            at, text = time.monotonic(), data.decode()
-            if "READY=1" in text.split("\n") and self.at_ready is None:
-                try:
-                    self.at_ready = self.on_ready()
-                except Exception as exc:  # the test sees it
-                    self.at_ready = exc
-            self.messages.append((at, text))
-
-    def fields(self, since: float = 0.0) -> List[Tuple[float, str]]:
-        """Every field (``NAME=value``) received since ``since``, with when, in order."""
-        return [(at, field) for at, text in list(self.messages) if at >= since for field in text.split("\n")]
-
-    def first(self, field: str, since: float = 0.0) -> Optional[float]:
-        return next((at for at, got in self.fields(since) if got == field), None)
-
-    def statuses(self, since: float = 0.0) -> List[str]:
-        return [got[len("STATUS="):] for _, got in self.fields(since) if got.startswith("STATUS=")]
-
-    def pings(self, since: float = 0.0, until: float = float("inf")) -> List[float]:
-        return [at for at, got in self.fields(since) if got == "WATCHDOG=1" and at <= until]
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join(2)
-        self.sock.close()
 
 
 Listen = Callable[[Callable[[], Any]], NotifyListener]  # notify_env: a listener, given what to read at READY=1

@@ -6,47 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
 import time
-from pathlib import Path
-from typing import List, Tuple
 
 from tests.support import POLITE
+from tests.support.notify import NotifyListener
 from tests.support.waiting import wait_for
 
 INTERVAL = 0.5
 LIMIT = 3 * INTERVAL + 2  # the issue's bound: killed and a new worker running
-
-
-class NotifyListener:
-    """A NOTIFY_SOCKET of the test's own: every datagram the supervisor sends, with when it came."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.messages: List[Tuple[float, str]] = []
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._listen, daemon=True)
-        self.thread.start()
-
-    def _listen(self) -> None:
-        while not self.done.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def pings(self) -> List[float]:
-        return [at for at, text in self.messages if "WATCHDOG=1" in text.split("\n")]
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join(2)
-        self.sock.close()
 
 
 def test_watchdog_pings_stop_while_the_container_worker_is_hung_and_come_back(supervised, tmp_path, monkeypatch):

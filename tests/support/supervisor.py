@@ -131,9 +131,9 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def cleanup(self, grace: float = 0) -> None:
-        """SIGKILL the process group (after ``grace`` s for an end already asked for), remove the
-        service's containers and its keys."""
+    def reap(self, grace: float = 0) -> None:
+        """The process's end, if it was started: waited for ``grace`` s (for an end already asked for),
+        then its whole group SIGKILLed and waited for; its log closed."""
         if self.proc is not None:
             try:
                 self.proc.wait(grace)
@@ -141,6 +141,11 @@ class Supervisor:
                 self.signal_group(signal.SIGKILL)
                 self.proc.wait(10)
             self.log.close()
+
+    def cleanup(self, grace: float = 0) -> None:
+        """SIGKILL the process group (after ``grace`` s for an end already asked for), remove the
+        service's containers and its keys."""
+        self.reap(grace)
         for container in self.containers():
             docker("rm", "-f", container)
         self.etcd.delete(self.prefix)
