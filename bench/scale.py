@@ -3,13 +3,13 @@ each task the same light busy command at 1 s.
 
 - **Host tree** (``python -m supervisor DIR``, issue 12): N task files in one directory, one tree (parent
   + hz-container, hz-publisher, hz-endpoint) for every task. Once /tasks lists all N running and a few
-  seconds have passed, over a window: the PSS of the tree's four processes (not the containers, nor the
+  seconds have passed, over a window with no client (the tree's own cost, not its clients'): the PSS of the tree's four processes (not the containers, nor the
   engine's containerd shims: those are the engine's, the same in both modes; the shim's PSS is given
   beside, as the engine's own cost per task) and their CPU. The issue's targets are per extra task:
   marginal PSS = (PSS(N) − PSS(1)) / (N − 1) ≤ 3 MB and marginal CPU ≤ 0.02% of a core; and cadence: the
   p99 of |Δtimestamp − interval| between each task's consecutive samples < 5% of the interval at the
-  largest N. The cadence comes from polling the host's GET /metrics (JSON, every task's latest document
-  in one answer) about three times a second, each task's samples told apart by service/task.
+  largest N. The cadence comes from a second window, polling the host's GET /metrics (JSON, every task's
+  latest document in one answer) about three times a second, each task's samples told apart by service/task.
 - **Separate trees** (today's mode, ``python main.py`` once per task): the same N beside it, measured as
   before (per task: CPU and RSS of its tree; cadence from each endpoint, polled round-robin at the same
   rate), as far as the machine allows: an N whose trees would take more than half the available memory
@@ -77,16 +77,18 @@ def measure_separate(n: int, window: float) -> Dict[str, float]:
             sup.wait_serving(timeout=120 + 2 * n)
         time.sleep(3.0)  # past start-up
         procs = [p for sup in sups for p in sup.processes()]
-        pollers = [MetricsPoller(sup.port or 0, 0) for sup in sups]
         cpu0, t0 = cpu_seconds(procs), time.monotonic()
+        time.sleep(window)  # no client: the trees' own cost
+        elapsed = time.monotonic() - t0
+        cpu = cpu_seconds(procs) - cpu0
+        rss, pss = rss_bytes(procs), pss_bytes(procs)
+        pollers = [MetricsPoller(sup.port or 0, 0) for sup in sups]
+        t0 = time.monotonic()
         while time.monotonic() - t0 < window:
             cycle = time.monotonic()
             for poller in pollers:
                 poller.poll_once()
             time.sleep(max(0.0, POLL_EVERY - (time.monotonic() - cycle)))
-        elapsed = time.monotonic() - t0
-        cpu = cpu_seconds(procs) - cpu0
-        rss, pss = rss_bytes(procs), pss_bytes(procs)
         busy = sum(task_cpu(sup) for sup in sups) / n
     finally:
         stop_all(sups)
@@ -107,18 +109,20 @@ def measure_host(n: int, window: float, settle: float) -> Dict[str, Any]:
         log(f"scale host tree N={n}: all running {r['startup']:.1f} s after the start")
         time.sleep(settle)  # past start-up
         procs = tree.processes()
-        poller = HostPoller(tree.port or 0, 0)
         pss0 = memory_bytes(procs)[1]
         each0 = [cpu_seconds([proc]) for proc in procs]
         t0 = time.monotonic()
-        while time.monotonic() - t0 < window:
-            cycle = time.monotonic()
-            poller.poll_once()
-            time.sleep(max(0.0, POLL_EVERY - (time.monotonic() - cycle)))
+        time.sleep(window)  # no client: the tree's own cost
         elapsed = time.monotonic() - t0
         each = [cpu_seconds([proc]) - before for proc, before in zip(procs, each0)]
         cpu = sum(each)
         rss, pss, uss = memory_bytes(procs)
+        poller = HostPoller(tree.port or 0, 0)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < window:  # then the cadence, from every task's documents
+            cycle = time.monotonic()
+            poller.poll_once()
+            time.sleep(max(0.0, POLL_EVERY - (time.monotonic() - cycle)))
         r["roles"] = {role_name(proc): 100 * used / elapsed for proc, used in zip(procs, each)}
         after = {p.pid for p in tree.processes()}
         r.update(cpu=100 * cpu / elapsed, rss=rss, pss=pss, pss0=pss0, uss=uss, processes=len(procs),
@@ -206,7 +210,7 @@ def host_rows(n: int, h: Dict[str, Any], one: Dict[str, Any], sep: Optional[Dict
         Row(f"{base}: CPU, parent + 3 workers", f"{h['cpu']:.2f}% of a core",
             f"{sep['cpu_total']:.2f}% of a core ({against})" if sep else "—",
             ratio(h["cpu"] * (sep_n / n if not same else 1), sep["cpu_total"]) if sep else "—", "—", None,
-            f"over {window:g} s, /metrics polled every {POLL_EVERY:g} s (as the separate trees'); "
+            f"over {window:g} s, no client (the cadence's polling came after); "
             f"{h['cpu'] / n:.3f}% per task; by process: "
             + ", ".join(f"{role} {used:.2f}%" for role, used in sorted(h["roles"].items()))
             + f"; the tasks used {h['busy']:.2f}% of a core each"

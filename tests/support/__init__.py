@@ -13,6 +13,9 @@ read over plain HTTP, and waiting. One module per job:
 - ini.py: ``write_ini``, a task file for an API
 - metrics.py: ``seq_at`` / ``seq_passes``, the sample number at a supervisor's endpoint
 - leftovers.py: ``assert_nothing_left`` after a supervisor's own end
+- host.py: ``HostTree``, a host tree (``python -m supervisor DIR``) on a directory of task files, and its
+  ``host_tree`` fixture
+- notify.py: ``NotifyListener``, a NOTIFY_SOCKET of the test's own (systemd's notify protocol)
 """
 
 from __future__ import annotations
