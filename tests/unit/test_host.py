@@ -479,3 +479,59 @@ def test_the_publishers_report_of_a_full_tree_of_long_names_fits_its_slot() -> N
                for index in range(256)}
     SelfReport(shm.reports["publisher"]).maybe(lambda: {"etcd": {"requests": 10**9}, "records": records})
     assert len(read_reports(shm.reports)["publisher"]["records"]) == 256
+
+
+class Counted:
+    """A record that counts the publishes it is asked for, due again only when ``due_at`` says."""
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.retry_at = 0.0
+        self.due_at = float("inf")
+        self.done = False
+        self.status = None
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def take(self, kind: str, body: Dict[str, Any]) -> None:
+        pass
+
+    def publish(self, now: float) -> None:
+        self.published += 1
+
+    def changed_report(self) -> None:
+        return None
+
+    def due(self, now: float, idle: float) -> float:
+        return self.due_at
+
+    def given_up(self, now: float) -> bool:
+        return False
+
+
+def test_a_host_publisher_looks_at_the_records_a_frame_touched_and_at_all_only_when_one_is_due(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from workers.publisher import PublisherWorker
+
+    records = {TaskKey("web", f"t{i}"): Counted() for i in range(50)}
+    frames_in: List[List[frames.Frame]] = [[]]
+    inbox = SimpleNamespace(read=lambda: frames_in.pop(0) if frames_in else [], eof=False, fd=0)
+    worker = SimpleNamespace(inbox=inbox, outbox=SimpleNamespace(pending=False, fd=1), watch=SimpleNamespace(gone=lambda: False),
+                             pulse=SimpleNamespace(beat=lambda: None))
+    publisher = PublisherWorker(records, worker, None, host_tree=True)  # type: ignore[arg-type]
+    turns = [0]
+
+    def wait() -> None:
+        turns[0] += 1
+        if turns[0] == 3:
+            raise StopIteration
+
+    monkeypatch.setattr(publisher, "wait", wait)
+    one = next(iter(records))
+    frames_in.append([frames.decode(frames.encode("metrics", one, {"seq": 1}))])
+    with pytest.raises(StopIteration):
+        publisher.run()
+    counts = [record.published for record in records.values()]
+    assert counts[0] == 2 and counts[1:] == [1] * 49  # every record once (the first look), then the touched one
