@@ -50,17 +50,18 @@ EXIT_BUG = 1  # a task's thread failed with a bug: the parent restarts the worke
 TASK_GRACE = 2.0  # seconds a task's thread may be past its promise before the worker stops its heartbeat
 TASK_PERIOD = 5.0  # seconds between two turns of an idle task thread's loop (it samples nothing itself)
 STARTING_AT_ONCE = 8  # tasks connecting, finding, creating and starting their containers at the same time
-BURSTS = 10  # phases of each interval the tasks are spread over
+BURST = 25  # tasks sampled in one burst: each next 25 tasks taken on go to the next phase of the interval
+BURSTS = 10  # phases of each interval the bursts are spread over
 HEAVY_SAMPLE = 0.005  # seconds: a sample that takes longer holds the other tasks' samples back
 HEAVY_IN_A_ROW = 3
 
 
 class SampleSchedule:
     """Every task's samples, each at its own interval. Ticks are on a grid (the multiples of the interval,
-    each task at one of ``BURSTS`` phases), so the tasks of one interval are sampled in a few bursts: a
-    sample taken after a sleep costs ~4x one taken right after another (cold caches; measured at 30 tasks:
-    0.9 ms against 0.23 ms), while one burst of every task made the last ones late by the length of the
-    burst, and by its jitter (200 tasks: one burst of 75-360 ms). After a stall ticks are skipped, never
+    shifted by one of ``BURSTS`` phases for each ``BURST`` tasks), so the tasks of one interval are sampled
+    in bursts of up to ``BURST``: a sample taken after a sleep costs ~4x one taken right after another
+    (cold caches; measured at 30 tasks: 0.9 ms against 0.23 ms), while one burst of every task made the
+    last ones late by the length of the burst, and by its jitter (200 tasks: one burst of 75-360 ms). After a stall ticks are skipped, never
     burst, as a task tree's loop does. ``remove`` returns once no sample of that task is being taken, so
     its thread may close the sampler then.
 
@@ -82,7 +83,7 @@ class SampleSchedule:
         with self._lock:
             entry = next(self._ids)
             self._entries[key] = (entry, sample, interval)
-            phase = (entry % BURSTS) * interval / BURSTS
+            phase = ((entry // BURST) % BURSTS) * interval / BURSTS
             first = math.ceil((time.monotonic() - phase) / interval) * interval + phase
             heapq.heappush(self._heap, (first, entry, key))
         self.changed.poke()

@@ -339,18 +339,28 @@ def test_every_task_is_sampled_at_its_own_interval_on_a_grid(monkeypatch: pytest
     taken: List[Tuple[str, float]] = []
     schedule.add(A, lambda now: taken.append(("a", clock[0])), 1.0)
     schedule.add(B, lambda now: taken.append(("b", clock[0])), 0.25)
-    # a: the next multiple of 1.0; b, the second task, a tenth of its interval later (spread in BURSTS phases)
-    assert schedule.due() == pytest.approx(100.275)
+    assert schedule.due() == 100.25  # b's first tick; a's is 101.0, the next multiple of its interval
     while clock[0] < 102.0:
         clock[0] = round(clock[0] + 0.05, 2)
         schedule.run_due(clock[0])
     assert [t for name, t in taken if name == "a"] == [101.0, 102.0]
-    assert [t for name, t in taken if name == "b"][:4] == [100.3, 100.55, 100.8, 101.05]
+    assert [t for name, t in taken if name == "b"][:4] == [100.25, 100.5, 100.75, 101.0]
     schedule.remove(B)
     clock[0] = 103.0
     taken.clear()
     schedule.run_due(clock[0])
     assert taken == [("a", 103.0)]
+
+
+def test_every_next_burst_of_tasks_is_a_phase_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.containers import BURST, BURSTS
+
+    monkeypatch.setattr(time, "monotonic", lambda: 50.0)
+    schedule = SampleSchedule()
+    for index in range(BURST + 1):
+        schedule.add(TaskKey("web", f"t{index}"), lambda now: None, 1.0)
+    ticks = sorted(tick for tick, _, _ in schedule._heap)
+    assert ticks[:BURST] == [50.0] * BURST and ticks[BURST] == pytest.approx(50.0 + 1.0 / BURSTS)
 
 
 def test_a_task_whose_samples_are_heavy_moves_to_the_heavy_schedule() -> None:
