@@ -1,6 +1,7 @@
 """A real Prometheus (Debian's, a private instance on loopback) discovers live tasks through
 ``horizon sd`` (http_sd, and file_sd once), scrapes their endpoints, and PromQL over its HTTP API returns
-each task's CPU counter, increasing; a task that ends leaves the target list. On both etcd APIs."""
+each task's CPU counter, increasing; a task that ends leaves the target list; a host tree's tasks are
+scraped at their paths, or the tree once. On both etcd APIs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
+from tests.support.host import HostTree, host_tree  # noqa: F401 (fixture)
 from tests.support.net import free_port, http_get
 from tests.support.supervisor import Supervisor
 from tests.support.waiting import wait_for
@@ -121,6 +123,49 @@ def test_prometheus_discovers_scrapes_and_forgets_tasks_through_horizon_sd(super
         wait_for(lambda: gone not in [g["labels"]["task"] for g in http_get(sd_url)[1]], 20, "the ended task to leave sd")
         wait_for(lambda: gone not in active_tasks(base, service), 30, "the ended task to leave Prometheus' targets")
         assert active_tasks(base, service) == [t for t in tasks if t != gone]
+    finally:
+        sd.terminate()
+        _, errors = sd.communicate(timeout=20)
+    assert "Traceback" not in errors, errors
+
+
+@pytest.mark.parametrize("targets", ["task", "host"])
+def test_prometheus_scrapes_a_host_trees_tasks_at_their_paths_or_the_host_once(host_tree, prometheus, targets):
+    """``horizon sd`` hands out each task of a host tree with its ``__metrics_path__``, or with ``--targets
+    host`` the tree's endpoint once: Prometheus has every task's series either way."""
+    tree: HostTree = host_tree()
+    tree.host_ini()
+    for name in ("a", "b"):
+        tree.task_ini(name, command=BUSY)
+    tree.run_tree()
+    tree.wait_states({"a": "running", "b": "running"})
+    sd_port = free_port()
+    sd = subprocess.Popen([str(HORIZON), "sd", "--listen", f"127.0.0.1:{sd_port}", "--targets", targets,
+                           "--api", tree.api, "--etcd", tree.etcd.address, "--namespace", tree.namespace],
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        sd_url = f"http://127.0.0.1:{sd_port}/"
+        port = tree.base().rsplit(":", 1)[1]
+        if targets == "task":
+            expected = sorted([f"/tasks/{tree.service}/a/metrics", f"/tasks/{tree.service}/b/metrics"])
+            found = wait_for(lambda: sorted(g["labels"].get("__metrics_path__", "") for g in http_get(sd_url)[1] or []
+                                            if g["labels"].get("service") == tree.service) == expected or None,
+                             20, "both tasks in horizon sd's list with their paths")
+            assert found
+        else:
+            wait_for(lambda: any(g["targets"] == [f"127.0.0.1:{port}"] for g in http_get(sd_url)[1] or []), 20,
+                     "the tree's endpoint in horizon sd's list")
+            groups = [g for g in http_get(sd_url)[1] if g["targets"] == [f"127.0.0.1:{port}"]]
+            assert groups == [{"targets": [f"127.0.0.1:{port}"], "labels": {}}]  # once, for both tasks
+        base = prometheus(sd_url)
+        before = wait_for(lambda: (lambda f: f if sorted(f) == ["a", "b"] else None)(cpu_by_task(base, tree.service)),
+                          40, "both tasks' CPU counters in Prometheus")
+        wait_for(lambda: all(cpu_by_task(base, tree.service).get(t, 0) > before[t] for t in ("a", "b")), 30,
+                 "the CPU counters to increase")
+        status, body = http_get(f"{base}/api/v1/targets?state=active")
+        scraped = sorted(t["scrapeUrl"] for t in body["data"]["activeTargets"] if f":{port}/" in t["scrapeUrl"])
+        assert scraped == ([f"http://127.0.0.1:{port}{path}" for path in expected] if targets == "task"
+                           else [f"http://127.0.0.1:{port}/metrics"])
     finally:
         sd.terminate()
         _, errors = sd.communicate(timeout=20)
