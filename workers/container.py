@@ -15,7 +15,9 @@ Sampling runs on a fixed schedule (tick k at start + k * interval) and never wai
 the counters come from the cgroup files, and the container's end is noticed by a thread blocked in
 the engine's wait call, which wakes the loop through a pipe. Each turn of that loop (a sample, at most
 ``MAX_WAIT`` apart) is the worker's heartbeat; every engine call is announced first with how long it
-may take (``Pulse.busy``).
+may take (``Pulse.busy``). In a host tree (workers/containers.py) each task's ``ContainerWorker`` runs on a
+thread of its own, its samples are taken on the tree's one ``Schedule`` instead of in its loop, and its
+start waits for a place at the ``gate``.
 """
 
 from __future__ import annotations
