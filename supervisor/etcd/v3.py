@@ -5,7 +5,8 @@ guarded.
   record moves to a lease of ``keep_finished`` seconds, and the live one is then revoked), reads the
   record's keys with their revisions, and writes every key bound to the lease in one transaction that
   compares those revisions: no reader sees half a record, and a record changed in between fails the
-  transaction instead of being overwritten blindly.
+  transaction instead of being overwritten blindly. A key it does not write (a previous run's metrics,
+  kept on that run's final lease) is deleted in the same transaction: the record is one run's, on one lease.
 - ``write`` changes keys in a transaction that compares the mod revision of every key of the record
   with the one our last write gave it. A record deleted or expired behind our back (its keys' revisions
   are then 0), or changed by anyone else, fails the compare: ``Missing``, and the caller writes it again
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from supervisor.etcd.errors import Missing, Unavailable
 from supervisor.etcd.gateway import Gateway, b64, range_end, unb64
@@ -102,7 +103,9 @@ class V3Record:
         current = {unb64(kv["key"]): int(kv.get("mod_revision", 0)) for kv in found.get("kvs", [])}
         self.revisions = {}
         keys = {self.key(name): value for name, value in values.items()}
-        self._transaction(keys, {key: current.get(key, 0) for key in keys}, "changed while it was being written")
+        stale = [key for key in current if key not in keys]  # a previous run's (its final metrics, on its lease)
+        self._transaction(keys, {**current, **{key: current.get(key, 0) for key in keys}},
+                          "changed while it was being written", deletes=stale)
         self._revoke_retired()
 
     def write(self, values: Mapping[str, str]) -> None:
@@ -130,14 +133,17 @@ class V3Record:
             self._transaction({}, self.revisions, "is not as horizon left it (deleted, or changed)")
         self.checked = False
 
-    def _transaction(self, puts: Mapping[str, str], expected: Mapping[str, int], why: str) -> None:
-        """Put ``puts`` bound to our lease if every key in ``expected`` is at its revision; Missing if not."""
+    def _transaction(self, puts: Mapping[str, str], expected: Mapping[str, int], why: str,
+                     deletes: Sequence[str] = ()) -> None:
+        """Put ``puts`` bound to our lease (and delete ``deletes``) if every key in ``expected`` is at its
+        revision; Missing if not."""
         if self.lease is None:
             raise Missing(f"{self.prefix} has no lease")
         body = {
             "compare": [compare_revision(key, revision) for key, revision in expected.items()],
             "success": [{"request_put": {"key": b64(key), "value": b64(value), "lease": str(self.lease)}}
-                        for key, value in puts.items()],
+                        for key, value in puts.items()]
+                       + [{"request_delete_range": {"key": b64(key)}} for key in deletes],
         }
         try:
             answer = self.gateway.call("kv/txn", body)

@@ -157,3 +157,15 @@ def test_a_lost_shared_lease_is_granted_again_once_for_every_record(shared_store
         record.write_all(RECORD, 15)
     leases = {etcd.task(record.prefix).lease for record in records}
     assert len(leases) == 1 and lost not in leases and None not in leases
+
+
+def test_a_new_run_of_a_task_leaves_no_key_of_the_last_runs_final_record(store) -> None:
+    """A task run again under its name while its final record is kept: the keys the new run has not written
+    yet (its metrics, before its first sample) go, so the record is one run's, on one lease."""
+    record, etcd = store
+    record.write_all(dict(RECORD, metrics='{"seq":9}'), 15)
+    record.write_all(dict(RECORD, running="false", status='{"state":"exited"}', metrics='{"seq":9}'), 600)
+    again = V3Backend(record.gateway).record(record.prefix)  # the next supervisor of the task
+    again.write_all(RECORD, 15)
+    node = etcd.task(record.prefix)
+    assert set(node.keys) == set(RECORD) and node.lease == again.lease and node.leases == {again.lease}
