@@ -107,6 +107,7 @@ class TaskRecord:
         self.rewriting = False  # the last publish found the record not as we left it
         self.connected: Optional[bool] = None
         self.refused: Optional[Refused] = None  # why etcd said no, when it answered but refused us
+        self.told_away = False  # this record's outage was logged (a shared one is logged by one record)
         self.finishing = False
         self.finish_by = float("inf")
         self.reported: Dict[str, Any] = {}
@@ -227,16 +228,36 @@ class TaskRecord:
                 else:
                     log.warning("etcd does not answer (%s); will keep trying", exc)
             self.set_connected(False, refused)
-            metrics = self.documents.get("metrics")
-            if metrics is not None and "metrics" in self.dirty:  # a sample that came before etcd was found away
-                self.gap.add(metrics.get("seq"), metrics.get("timestamp", time.time()))
-            self.synced = False
+            self.lose_sync()
             self.retry_at = now + self.retry_delay
             self.retry_delay = min(self.retry_delay * 2, self.retry_max)
 
-    def set_connected(self, connected: bool, refused: Optional[Refused] = None) -> None:
-        if connected and self.connected is False:
+    def lose_sync(self) -> None:
+        """etcd is away: the record is written whole when it answers, and its gap counts from here."""
+        metrics = self.documents.get("metrics")
+        if metrics is not None and "metrics" in self.dirty:  # a sample that came before etcd was found away
+            self.gap.add(metrics.get("seq"), metrics.get("timestamp", time.time()))
+        self.synced = False
+
+    @property
+    def unanswered(self) -> bool:
+        """etcd did not answer this record's last request (a refusal may be for its keys alone)."""
+        return self.connected is False and self.refused is None
+
+    def share_outage(self, other: TaskRecord) -> None:
+        """etcd did not answer ``other``, a record on the same connection: it is away for this one too.
+        This one waits for the same retry instead of timing out in turn (a host tree's hundred records
+        would each take the whole timeout), and counts its gap from now."""
+        self.set_connected(False, told=False)
+        self.lose_sync()
+        self.retry_at, self.retry_delay = other.retry_at, other.retry_delay
+
+    def set_connected(self, connected: bool, refused: Optional[Refused] = None, told: bool = True) -> None:
+        """``told``: the outage was logged for this record (a shared one is logged once, by its record)."""
+        if connected and self.connected is False and self.told_away:
             log.info("etcd answers again at %s", self.backend.describe())
+        if not connected and self.connected is not False:
+            self.told_away = told
         self.connected = connected
         self.refused = refused
 
@@ -380,6 +401,10 @@ class PublisherWorker:
                 now = record.clock()
                 if now >= record.retry_at:
                     record.publish(now)
+                    if record.unanswered:
+                        for other in self.records.values():
+                            if other is not record:
+                                other.share_outage(record)
                 report = record.changed_report()
                 if report is not None:
                     self.send("etcd", key, report)

@@ -500,6 +500,7 @@ class Counted:
         self.due_at = float("inf")
         self.done = False
         self.status = None
+        self.unanswered = False
 
     def clock(self) -> float:
         return time.monotonic()

@@ -33,6 +33,7 @@ class FakeEtcd:
         self.refusing = False  # answers, but not to our credentials
         self.seen: List[Dict[str, Any]] = []  # the record after every write, as a reader could see it
         self.delete_after_puts: Optional[int] = None  # someone deletes the record after this many puts
+        self.requests = 0
 
     def expire(self) -> None:
         for path, expiry in list(self.dirs.items()):
@@ -46,6 +47,7 @@ class FakeEtcd:
             del self.indexes[key]
 
     def _check(self) -> None:
+        self.requests += 1
         if self.down:
             raise Unavailable("127.0.0.1:2379: timed out")
         if self.refusing:
@@ -101,14 +103,14 @@ class FakeEtcd:
         return {k.rsplit("/", 1)[1]: json.loads(v) for k, v in self.keys.items() if k.startswith(PREFIX + "/")}
 
 
-def make(etcd: FakeEtcd, publish_every: int = 1, interval: float = 1.0) -> TaskRecord:
+def make(etcd: FakeEtcd, publish_every: int = 1, interval: float = 1.0, name: str = "task-1") -> TaskRecord:
     values = {
-        "task": {"image": "busybox", "command": "sleep 1", "service": "web", "name": "task-1"},
+        "task": {"image": "busybox", "command": "sleep 1", "service": "web", "name": name},
         "etcd": {"namespace": "/ns", "ttl": "15", "api": "v2"},
         "metrics": {"interval": str(interval), "publish_every": str(publish_every)},
     }
     config = build(values, lambda section, key: f"[{section}] {key}", "test", None)
-    assert config.task_prefix == PREFIX
+    assert config.task_prefix == PREFIX.replace("task-1", name)
     return TaskRecord(config, V2Backend(etcd), ENDPOINT, clock=lambda: etcd.now)  # type: ignore[arg-type]
 
 
@@ -269,3 +271,52 @@ def test_a_sample_taken_before_the_first_answer_from_etcd_counts_in_the_gap():
     etcd.down = False
     step(etcd, publisher, 3)
     assert etcd.record()["status"]["last_gap"] == {"samples": 1, "from": 1001.0, "to": 1001.0}
+
+
+def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage():
+    """Records on one connection share etcd's silence: the next record does not time out in turn, and
+    each counts its gap from the first failure, so each record's last_gap tells the whole outage."""
+    from types import SimpleNamespace
+
+    from supervisor.frames import TaskKey
+    from workers.publisher import PublisherWorker
+
+    etcd = FakeEtcd()
+    records = {TaskKey("web", name): make(etcd, name=name) for name in ("task-1", "task-2", "task-3")}
+    for record in records.values():
+        record.take("info", {"task": "t"})
+        record.take("status", {"state": "running"})
+        record.take("metrics", sample(1))
+        record.publish(etcd.now)
+    turns: List[int] = []
+
+    def wait() -> None:
+        turns.append(etcd.requests)
+        raise StopIteration
+
+    worker = SimpleNamespace(inbox=SimpleNamespace(read=lambda: [], eof=False, fd=0),
+                             outbox=SimpleNamespace(pending=False, fd=1, send=lambda *args: None),
+                             watch=SimpleNamespace(gone=lambda: False), pulse=SimpleNamespace(beat=lambda: None))
+    publisher = PublisherWorker(records, worker, None, host_tree=True)  # type: ignore[arg-type]
+    publisher.wait = wait  # type: ignore[method-assign]
+    etcd.down = True
+    etcd.now += 1
+    for record in records.values():
+        record.take("metrics", sample(2))
+    before = etcd.requests
+    with pytest.raises(StopIteration):
+        publisher.run()
+    assert turns == [before + 1]  # one request timed out; the others waited for its retry
+    assert all(record.connected is False and not record.synced for record in records.values())
+    assert len({record.retry_at for record in records.values()}) == 1
+    for seq in (3, 4, 5):
+        etcd.now += 1
+        for record in records.values():
+            record.take("metrics", sample(seq))
+    etcd.down = False
+    for record in records.values():
+        step(etcd, record)
+    for record in records.values():
+        status = json.loads(etcd.keys[record.prefix + "/status"])
+        assert status["last_gap"] == {"samples": 4, "from": 1002.0, "to": 1005.0}, record.prefix
+        assert record.connected is True
