@@ -35,7 +35,6 @@ from supervisor.notify import Notifier
 from supervisor.selfstats import SelfReport
 from supervisor.shm import SharedMemory
 from supervisor.sockets import bind
-from supervisor.state import Status
 from supervisor.taskflow import TaskView, endpoint_document, etcd_refusal, hang_grace
 
 log = logging.getLogger("supervisor")
@@ -299,12 +298,9 @@ class HostFlow:
         task = self.task(frame.task)
         if task is None:
             return
-        view = task.view
-        view.documents[frame.kind] = frame.data
-        self.publisher_role.send_encoded(frame.kind, frame.task, frame.data)
+        task.view.take_document(frame, self.publisher_role.send_encoded)
         self.relayed += 1
         if frame.kind == "status":
-            view.take_status(Status.from_dict(frame.body))
             self.maybe_ready()
 
     def task_error(self, key: TaskKey, message: str) -> None:
@@ -323,8 +319,7 @@ class HostFlow:
         task = self.task(key)
         if task is None or task.course is not Course.FINISHING:
             return
-        if not published and "info" in task.view.documents:
-            log.warning("task %s: the final record could not be written to etcd; its TTL will expire it", key.path)
+        task.view.finished(published, named=True)
         self.gone(task)
 
     def etcd_report(self, key: TaskKey, report: Dict[str, Any]) -> None:
@@ -351,9 +346,7 @@ class HostFlow:
             self.stop_task(task, f"horizon stop from {by}")
         elif action in ("pause", "resume") and task.course is Course.RUNNING and not task.ended:
             log.info("task %s: horizon %s from %s", key.path, action, by)
-            task.view.pending = {"action": action, "id": str(request.get("id") or "")}
-            self.container_role.send("control", key, task.view.pending)
-            task.view.settle()
+            task.view.pass_on(request, self.container_role.send)
         elif action in ("pause", "resume"):
             log.info("task %s: horizon %s from %s: ignored, the task is ending", key.path, action, by)
         else:

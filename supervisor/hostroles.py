@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 
 from supervisor.arbiter import Role, Verdict
 from supervisor.frames import Frame
+from supervisor.roles import publisher_report
 
 if TYPE_CHECKING:
     from supervisor.hostflow import HostFlow, HostTask
@@ -102,20 +103,14 @@ class HostPublisherRole(HostRole):
         return (self.flow.host, self.flow.shm)
 
     def catch_up(self, task: "HostTask") -> None:
-        for kind in ("info", "status", "metrics"):
-            if kind in task.view.documents:
-                self.send_encoded(kind, task.key, task.view.documents[kind])
+        task.view.replay_documents(self.send_encoded)
         if task.finishing:
             self.send("finish", task.key, {})
 
     def on_frame(self, frame: Frame) -> None:
-        if frame.kind == "etcd":
-            self.flow.etcd_report(frame.task, frame.body)
-        elif frame.kind == "control":
-            self.flow.control(frame.task, frame.body)
-        elif frame.kind == "finished":
+        if frame.kind == "finished":
             self.flow.task_finished(frame.task, bool(frame.body.get("published")))
-        else:
+        elif not publisher_report(self.flow, frame):
             super().on_frame(frame)
 
 

@@ -11,18 +11,15 @@ program (stop, finish, exit status) is the ``TaskFlow``'s, which every role repo
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol, Sequence, Tuple
 
 from supervisor.arbiter import Role, Verdict
 from supervisor.ending import Phase
-from supervisor.frames import Frame
+from supervisor.frames import Frame, TaskKey
 from supervisor.link import EXIT_DONE, EXIT_FATAL
 
 if TYPE_CHECKING:
     from supervisor.taskflow import TaskFlow
-
-log = logging.getLogger("supervisor")
 
 
 class FlowRole(Role):
@@ -78,6 +75,26 @@ class ContainerRole(FlowRole):
         self.flow.finish()
 
 
+class PublisherFlow(Protocol):
+    """What a publisher's ``etcd`` and ``control`` frames are reported to: a task tree's flow or a host tree's."""
+
+    def etcd_report(self, key: TaskKey, report: Dict[str, Any]) -> None: ...
+
+    def control(self, key: TaskKey, request: Dict[str, Any]) -> None: ...
+
+
+def publisher_report(flow: PublisherFlow, frame: Frame) -> bool:
+    """A publisher's ``etcd`` (connected, state held, refusal) or ``control`` (a request from the fleet)
+    frame, reported to the flow, in a task tree and a host tree alike; False for any other frame."""
+    if frame.kind == "etcd":
+        flow.etcd_report(frame.task, frame.body)
+    elif frame.kind == "control":
+        flow.control(frame.task, frame.body)
+    else:
+        return False
+    return True
+
+
 class PublisherRole(FlowRole):
     name = "publisher"
     module = "workers.publisher"
@@ -87,23 +104,17 @@ class PublisherRole(FlowRole):
 
     def replay(self) -> None:
         for key, view in self.flow.views.items():
-            for kind in ("info", "status", "metrics"):
-                if kind in view.documents:
-                    self.send_encoded(kind, key, view.documents[kind])
+            view.replay_documents(self.send_encoded)
             if self.flow.ending.phase is Phase.FINISHING:
                 self.send("finish", key, {})
 
     def on_frame(self, frame: Frame) -> None:
-        if frame.kind == "etcd":
-            self.flow.etcd_report(frame.task, frame.body)
-        elif frame.kind == "control":
-            self.flow.control(frame.task, frame.body)
-        elif frame.kind == "finished":
+        if frame.kind == "finished":
             self.retired = True
             view = self.flow.view(frame.task)
-            if not frame.body.get("published") and view is not None and "info" in view.documents:
-                log.warning("the final record could not be written to etcd; its TTL will expire it")
-        else:
+            if view is not None:
+                view.finished(bool(frame.body.get("published")))
+        elif not publisher_report(self.flow, frame):
             super().on_frame(frame)
 
     def on_exit(self, code: Optional[int]) -> Verdict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from supervisor.arbiter import Arbiter, parent_figures
 from supervisor.config import Config, EndpointSection, EtcdSection
@@ -53,6 +53,34 @@ class TaskView:
         elif not live:
             self.live_since = None
         self.status = status
+        self.settle()
+
+    def take_document(self, frame: Frame, relay: Callable[[str, TaskKey, bytes], None]) -> None:
+        """An info, status or metrics frame from the container worker: kept for replay, relayed (``relay``:
+        the publisher's ``send_encoded``) as it came; a status is the task's status from now on."""
+        self.documents[frame.kind] = frame.data
+        relay(frame.kind, frame.task, frame.data)
+        if frame.kind == "status":
+            self.take_status(Status.from_dict(frame.body))
+
+    def replay_documents(self, send: Callable[[str, TaskKey, bytes], None]) -> None:
+        """The latest documents again, as they came, to a restarted publisher (``send``: its ``send_encoded``)."""
+        for kind in ("info", "status", "metrics"):
+            if kind in self.documents:
+                send(kind, self.key, self.documents[kind])
+
+    def finished(self, published: bool, named: bool = False) -> None:
+        """The publisher is done with the task: when the final record of a task it had recorded (there is
+        an info) could not be written, say so (``named``: the line names the task, as a host tree's do)."""
+        if not published and "info" in self.documents:
+            where = f"task {self.key.path}: " if named else ""
+            log.warning("%sthe final record could not be written to etcd; its TTL will expire it", where)
+
+    def pass_on(self, request: Dict[str, Any], send: Callable[[str, TaskKey, Dict[str, Any]], None]) -> None:
+        """A pause or resume for the container worker (``send``: its role's ``send``), kept pending (replayed
+        to a restarted container worker) until a status settles it."""
+        self.pending = {"action": request.get("action"), "id": str(request.get("id") or "")}
+        send("control", self.key, self.pending)
         self.settle()
 
     def settle(self) -> None:
@@ -188,10 +216,8 @@ class TaskFlow:
         elif action in ("pause", "resume") and self.ending.phase is Phase.RUNNING and self.container_role.wanted:
             log.info("horizon %s from %s", action, by)
             view = self.view(key)
-            if view is not None:  # replayed to a restarted container worker until its status settles it
-                view.pending = {"action": action, "id": str(request.get("id") or "")}
-                self.container_role.send("control", key, view.pending)
-                view.settle()
+            if view is not None:
+                view.pass_on(request, self.container_role.send)
         elif action in ("pause", "resume"):
             log.info("horizon %s from %s: ignored, the task is ending", action, by)
         else:
@@ -225,11 +251,9 @@ class TaskFlow:
         view = self.view(frame.task)
         if view is None:
             return
-        view.documents[frame.kind] = frame.data
-        self.publisher_role.send_encoded(frame.kind, frame.task, frame.data)
+        view.take_document(frame, self.publisher_role.send_encoded)
         self.relayed += 1
         if frame.kind == "status":
-            view.take_status(Status.from_dict(frame.body))
             self.ending.status = view.status
             self.maybe_ready(view)
 

@@ -307,6 +307,29 @@ def test_an_empty_directory_is_ready_at_once(tmp_path: Path, flow_in, caplog) ->
     assert flow.notifier.sent[0] == "READY=1" and "no task files in" in caplog.text
 
 
+def test_the_publishers_frames_reach_the_task_named_and_a_restarted_one_is_caught_up(tmp_path: Path, flow_in,
+                                                                                       caplog) -> None:
+    for name in "ab":
+        task_file(tmp_path, name)
+    flow, sent = flow_in(tmp_path)
+    info = frames.decode(frames.encode("info", A, {"image": "busybox"}))
+    flow.task_document(info)
+    status(flow, A, "running")
+    publisher = flow.publisher_role
+    publisher.on_frame(frames.decode(frames.encode("etcd", A, {"connected": True, "state": "running"})))
+    assert flow.tasks[A].view.etcd["state"] == "running" and flow.tasks[B].view.etcd == {}
+    publisher.on_frame(frames.decode(frames.encode("control", A, {"action": "pause", "id": "p1"})))
+    assert sent[-1] == ("container", "control", A, {"action": "pause", "id": "p1"})
+    flow.task_ended(A, 0)
+    sent.clear()
+    publisher.replay()  # a restarted publisher: each task, its documents as they came, and a's finish
+    assert kinds(sent, A) == [("publisher", "task"), ("publisher", "info"), ("publisher", "status"), ("publisher", "finish")]
+    assert sent[1][3] == info.data and kinds(sent, B) == [("publisher", "task")]
+    publisher.on_frame(frames.decode(frames.encode("finished", A, {"published": False})))
+    assert A not in flow.tasks and not publisher.retired
+    assert "task web/a: the final record could not be written to etcd; its TTL will expire it" in caplog.text
+
+
 # -- the container worker's routing ----------------------------------------------------------------------
 
 
@@ -513,6 +536,9 @@ class Counted:
 
     def changed_report(self) -> None:
         return None
+
+    def writes_together(self, now: float) -> bool:
+        return False
 
     def due(self, now: float, idle: float) -> float:
         return self.due_at

@@ -115,3 +115,33 @@ def test_a_refused_request_is_settled_and_a_stop_replaces_a_pending_pause(flow_f
     sent.clear()
     flow.container_role.replay()
     assert sent == [("control", {"action": "stop"})]
+
+
+def test_the_publishers_frames_reach_the_flow_and_a_restarted_one_gets_the_latest_documents(flow_for, monkeypatch,
+                                                                                            caplog) -> None:
+    flow = flow_for()
+    key = flow.config.key
+    relayed: List[Any] = []
+    monkeypatch.setattr(flow.publisher_role, "send_encoded", lambda kind, task, data: relayed.append((kind, data)))
+    monkeypatch.setattr(flow.publisher_role, "send", lambda kind, task, body: relayed.append((kind, body)))
+    monkeypatch.setattr(flow.container_role, "send", lambda kind, task, body: relayed.append(("to container", body)))
+    for kind, body in (("info", {"image": "busybox"}), ("metrics", {"seq": 1}), ("status", {"state": "running", "updated_at": ""})):
+        flow.task_document(frames.decode(frames.encode(kind, key, body)))
+    assert [kind for kind, _ in relayed] == ["info", "metrics", "status"] and flow.relayed == 3
+    assert flow.ending.status is not None and flow.ending.status.running
+    flow.publisher_role.on_frame(frames.decode(frames.encode("etcd", key, {"connected": True, "state": "running"})))
+    assert flow.views[key].etcd["state"] == "running" and ready(flow) == ["READY=1"]
+    flow.publisher_role.on_frame(frames.decode(frames.encode("control", key, {"action": "pause", "id": "p1"})))
+    assert relayed[-1] == ("to container", {"action": "pause", "id": "p1"}) and flow.views[key].pending is not None
+    relayed.clear()
+    flow.publisher_role.replay()  # a restarted publisher: the documents again, as they came, in order
+    documents = flow.views[key].documents
+    assert relayed == [("info", documents["info"]), ("status", documents["status"]), ("metrics", documents["metrics"])]
+    flow.finish()
+    relayed.clear()
+    flow.publisher_role.replay()
+    assert relayed[-1] == ("finish", {})
+    flow.publisher_role.on_frame(frames.decode(frames.encode("finished", key, {"published": False})))
+    assert flow.publisher_role.retired
+    assert "the final record could not be written to etcd; its TTL will expire it" in caplog.text
+    assert "task web/task-1:" not in caplog.text  # a task tree's lines do not name its one task
