@@ -73,6 +73,11 @@ class Backend(Protocol):
     def ping(self, namespace: str) -> None:
         """Raise Unavailable (or Refused) unless a member answers and lets us read under ``namespace``."""
 
+    def write_together(self, writes: Sequence[Tuple[RecordStore, Mapping[str, str]]]) -> List[RecordStore]:
+        """``write`` of many records in as few requests as the API allows (v3: one transaction for many;
+        v2 writes a key a request, so it takes none and returns []). The stores whose writes landed; the
+        others are left to their own ``write``. Unavailable when etcd answered none."""
+
     def tidy(self, namespace: str, dry_run: bool = False) -> List[str]:
         """Remove what expired records leave behind under ``namespace`` (v2: empty service
         directories; v3 leaves nothing), and say what was removed (``dry_run``: what would be, left in

@@ -16,14 +16,14 @@ the next member itself when one stops answering.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import etcd
 import urllib3
 
 from supervisor.etcd.errors import Missing, Refused, Unavailable
 from supervisor.etcd.layout import RECORD_KEYS, control_prefix, services_prefix
-from supervisor.etcd.store import Entry, RequestSpan, Settings, no_span
+from supervisor.etcd.store import Entry, RecordStore, RequestSpan, Settings, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
 
 log = logging.getLogger("horizon-etcd")
@@ -203,6 +203,9 @@ class V2Backend:
 
     def record(self, prefix: str) -> V2Record:
         return V2Record(self.client, prefix)
+
+    def write_together(self, writes: Sequence[Tuple[RecordStore, Mapping[str, str]]]) -> List[RecordStore]:
+        return []  # v2 has no transaction of many keys: every record writes on its own
 
     def ping(self, namespace: str) -> None:
         # Under the namespace, not the namespace itself: a role granted "/horizon/*" cannot read "/horizon".

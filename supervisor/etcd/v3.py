@@ -29,9 +29,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from supervisor.etcd.errors import Missing, Unavailable
 from supervisor.etcd.gateway import Gateway, b64, range_end, unb64
-from supervisor.etcd.store import Entry
+from supervisor.etcd.store import Entry, RecordStore
 
 log = logging.getLogger("horizon-etcd")
+
+MAX_TXN_OPS = 128  # etcd's --max-txn-ops default: the compares, and the operations, one transaction may hold
 
 
 def compare_revision(key: str, revision: int) -> Dict[str, Any]:
@@ -133,18 +135,32 @@ class V3Record:
             self._transaction({}, self.revisions, "is not as horizon left it (deleted, or changed)")
         self.checked = False
 
+    def changes(self, values: Mapping[str, str]) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+        """The compares and puts of a guarded ``write`` of ``values``, for a transaction of many records
+        (``V3Backend.write_together``); Missing without a lease."""
+        keys = {self.key(name): value for name, value in values.items()}
+        return self._compares(self.revisions), self._operations(keys)
+
+    def landed(self, values: Mapping[str, str], revision: int) -> None:
+        """A transaction with ``values``'s puts succeeded at ``revision``."""
+        self.revisions.update(dict.fromkeys((self.key(name) for name in values), revision))
+        self.checked = True
+
+    def _compares(self, expected: Mapping[str, int]) -> List[Dict[str, Any]]:
+        if self.lease is None:
+            raise Missing(f"{self.prefix} has no lease")
+        return [compare_revision(key, revision) for key, revision in expected.items()]
+
+    def _operations(self, puts: Mapping[str, str], deletes: Sequence[str] = ()) -> List[Dict[str, Any]]:
+        return ([{"request_put": {"key": b64(key), "value": b64(value), "lease": str(self.lease)}}
+                 for key, value in puts.items()]
+                + [{"request_delete_range": {"key": b64(key)}} for key in deletes])
+
     def _transaction(self, puts: Mapping[str, str], expected: Mapping[str, int], why: str,
                      deletes: Sequence[str] = ()) -> None:
         """Put ``puts`` bound to our lease (and delete ``deletes``) if every key in ``expected`` is at its
         revision; Missing if not."""
-        if self.lease is None:
-            raise Missing(f"{self.prefix} has no lease")
-        body = {
-            "compare": [compare_revision(key, revision) for key, revision in expected.items()],
-            "success": [{"request_put": {"key": b64(key), "value": b64(value), "lease": str(self.lease)}}
-                        for key, value in puts.items()]
-                       + [{"request_delete_range": {"key": b64(key)}} for key in deletes],
-        }
+        body = {"compare": self._compares(expected), "success": self._operations(puts, deletes)}
         try:
             answer = self.gateway.call("kv/txn", body)
         except Missing:  # the lease is gone (NotFound): a new one, with the whole record
@@ -180,6 +196,49 @@ class V3Backend:
 
     def record(self, prefix: str) -> V3Record:
         return V3Record(self.gateway, prefix, self.shared)
+
+    def write_together(self, writes: Sequence[Tuple[RecordStore, Mapping[str, str]]]) -> List[RecordStore]:
+        """Guarded writes of many records (a host tree's metrics) in one transaction per ``MAX_TXN_OPS``
+        compares, instead of one request each: each record's compares are all in it, so the transaction
+        lands only where every record is as its writer left it. A transaction that fails (a record changed,
+        a lease gone) writes nothing and is left to each record's own ``write``, which tells whose it was.
+        The records that landed; Unavailable when etcd answered none."""
+        landed: List[RecordStore] = []
+        chunk: List[Tuple[V3Record, Mapping[str, str]]] = []
+        compares: List[Dict[str, Any]] = []
+        operations: List[Dict[str, Any]] = []
+        for store, values in writes:
+            assert isinstance(store, V3Record)
+            try:
+                more, puts = store.changes(values)
+            except Missing:
+                continue  # no lease: its own write grants one
+            if chunk and (len(compares) + len(more) > MAX_TXN_OPS or len(operations) + len(puts) > MAX_TXN_OPS):
+                landed += self._write_chunk(chunk, compares, operations, landed)
+                chunk, compares, operations = [], [], []
+            chunk.append((store, values))
+            compares += more
+            operations += puts
+        if chunk:
+            landed += self._write_chunk(chunk, compares, operations, landed)
+        return landed
+
+    def _write_chunk(self, chunk: Sequence[Tuple[V3Record, Mapping[str, str]]], compares: List[Dict[str, Any]],
+                     operations: List[Dict[str, Any]], landed: Sequence[RecordStore]) -> List[RecordStore]:
+        try:
+            answer = self.gateway.call("kv/txn", {"compare": compares, "success": operations})
+        except Missing:  # a lease gone (NotFound): the records' own writes find whose
+            return []
+        except Unavailable:
+            if landed:
+                return []  # the rest are written on their own, once etcd answers
+            raise
+        if not answer.get("succeeded"):
+            return []
+        revision = int(answer["header"]["revision"])
+        for store, values in chunk:
+            store.landed(values, revision)
+        return [store for store, _ in chunk]
 
     def ping(self, namespace: str) -> None:
         # A range under the namespace, not the namespace key itself: a role granted the prefix

@@ -169,3 +169,25 @@ def test_a_new_run_of_a_task_leaves_no_key_of_the_last_runs_final_record(store) 
     again.write_all(RECORD, 15)
     node = etcd.task(record.prefix)
     assert set(node.keys) == set(RECORD) and node.lease == again.lease and node.leases == {again.lease}
+
+
+def test_a_host_trees_writes_go_together_and_a_changed_record_is_left_to_its_own_write(shared_store) -> None:
+    """One transaction for many records' metrics, read back at one revision by an independent client; a
+    record deleted behind our back keeps the transaction from landing, and its own write then says so."""
+    backend, prefix, etcd = shared_store
+    records = [backend.record(f"{prefix}/{name}") for name in "abcd"]
+    for record in records:
+        record.write_all(RECORD, 15)
+    landed = backend.write_together([(record, {"metrics": f'{{"seq":{i}}}'}) for i, record in enumerate(records)])
+    assert landed == records
+    revisions = {kv.mod_revision for kv in etcd.kvs(prefix + "/", range_end(prefix + "/")) if kv.key.endswith("/metrics")}
+    assert len(revisions) == 1  # one transaction
+    assert [etcd.task(record.prefix).keys["metrics"] for record in records] == [{"seq": i} for i in range(4)]
+    etcd.delete(records[1].prefix)
+    assert backend.write_together([(record, {"metrics": '{"seq":9}'}) for record in records]) == []
+    assert etcd.task(records[0].prefix).keys["metrics"] == {"seq": 0}  # nothing landed
+    with pytest.raises(Missing):
+        records[1].write({"metrics": '{"seq":9}'})
+    for record in (records[0], records[2], records[3]):
+        record.write({"metrics": '{"seq":9}'})
+        assert etcd.task(record.prefix).keys["metrics"] == {"seq": 9}

@@ -297,7 +297,7 @@ def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage()
     worker = SimpleNamespace(inbox=SimpleNamespace(read=lambda: [], eof=False, fd=0),
                              outbox=SimpleNamespace(pending=False, fd=1, send=lambda *args: None),
                              watch=SimpleNamespace(gone=lambda: False), pulse=SimpleNamespace(beat=lambda: None))
-    publisher = PublisherWorker(records, worker, None, host_tree=True)  # type: ignore[arg-type]
+    publisher = PublisherWorker(records, worker, V2Backend(etcd), host_tree=True)  # type: ignore[arg-type]
     publisher.wait = wait  # type: ignore[method-assign]
     etcd.down = True
     etcd.now += 1
