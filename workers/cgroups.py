@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 _CHUNK = 1 << 16
+_PAGE = 4096
 _NO_LIMIT = 1 << 60  # v1 reports 'no limit' as a huge page-aligned number
 
 
@@ -32,17 +33,20 @@ class Counters:
 
 
 def pread_all(fd: int) -> bytes:
-    """The whole file behind a kept descriptor, read from offset 0."""
+    """The whole file behind a kept descriptor, read from offset 0. A read of these files may stop at a
+    page whatever was asked (cgroup v1's cgroup.procs gives 4 KB a read: 5,000 pids were counted as 819), so
+    a read of half a page or more is followed by another; a shorter one is the end (a seq_file fills its
+    page before it stops), and a file that fits in one read costs one call."""
     data = os.pread(fd, _CHUNK, 0)
-    if len(data) < _CHUNK:
+    if len(data) < _PAGE // 2:
         return data
-    parts, offset = [data], _CHUNK
+    parts, offset = [data], len(data)
     while True:
         chunk = os.pread(fd, _CHUNK, offset)
-        if not chunk:
-            return b"".join(parts)
         parts.append(chunk)
         offset += len(chunk)
+        if len(chunk) < _PAGE // 2:
+            return b"".join(parts)
 
 
 def _stat_value(text: bytes, key: bytes) -> int:

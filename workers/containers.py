@@ -52,8 +52,9 @@ TASK_PERIOD = 5.0  # seconds between two turns of an idle task thread's loop (it
 STARTING_AT_ONCE = 8  # tasks connecting, finding, creating and starting their containers at the same time
 BURST = 25  # tasks sampled in one burst: each next 25 tasks taken on go to the next phase of the interval
 BURSTS = 10  # phases of each interval the bursts are spread over
-HEAVY_SAMPLE = 0.005  # seconds: a sample that takes longer holds the other tasks' samples back
-HEAVY_IN_A_ROW = 3
+HEAVY_SAMPLE = 0.005  # CPU seconds: a sample that uses more holds the other tasks' samples back
+HEAVY_SAMPLES = 3  # heavy samples within HEAVY_WINDOW that move a task to the heavy schedule
+HEAVY_WINDOW = 10.0  # seconds: the process table is read about once a second, the samples between are light
 
 
 class SampleSchedule:
@@ -66,8 +67,8 @@ class SampleSchedule:
     its thread may close the sampler then.
 
     A task whose samples are heavy (thousands of processes to read) would hold its neighbours' samples
-    back: after ``HEAVY_IN_A_ROW`` samples over ``HEAVY_SAMPLE`` it moves to the ``heavy`` schedule, run by
-    a thread of its own (``run_forever``), where the interpreter switches away from it every few
+    back: after ``HEAVY_SAMPLES`` samples over ``HEAVY_SAMPLE`` within ``HEAVY_WINDOW`` it moves to the ``heavy``
+    schedule, run by a thread of its own (``run_forever``), where the interpreter switches away from it every few
     milliseconds instead of after its whole sample."""
 
     def __init__(self, heavy: Optional["SampleSchedule"] = None) -> None:
@@ -75,7 +76,9 @@ class SampleSchedule:
         self._lock = threading.Lock()
         self._heap: List[Tuple[float, int, TaskKey]] = []
         self._entries: Dict[TaskKey, Tuple[int, Callable[[float], None], float]] = {}  # key -> (id, sample, interval)
-        self._slow: Dict[TaskKey, int] = {}  # heavy samples in a row
+        # when each task's recent heavy samples started: not "in a row", as the light samples between two
+        # process tables (at 0.2 s, four of every five) would start the count again every time
+        self._slow: Dict[TaskKey, List[float]] = {}
         self._ids = itertools.count()
         self.changed = Handover[None]()  # a task added: its first tick may be sooner than the loop's wait
 
@@ -113,18 +116,19 @@ class SampleSchedule:
                 if current is None or current[0] != entry:
                     continue
                 _, sample, interval = current
-                started = time.monotonic()
+                started, cpu = time.monotonic(), time.thread_time()
                 sample(started)
-                if self.heavy is not None and time.monotonic() - started > HEAVY_SAMPLE:
-                    self._slow[key] = self._slow.get(key, 0) + 1
-                    if self._slow[key] >= HEAVY_IN_A_ROW:
+                # its own CPU, not the time it took: a light sample kept waiting for the interpreter by a
+                # heavy one on the other thread is not heavy (counted so, every task followed it there)
+                if self.heavy is not None and time.thread_time() - cpu > HEAVY_SAMPLE:
+                    recent = [at for at in self._slow.get(key, []) if at > started - HEAVY_WINDOW] + [started]
+                    self._slow[key] = recent
+                    if len(recent) >= HEAVY_SAMPLES:
                         log.info("task %s: its samples take over %.0f ms: sampled on a thread of their own",
                                  key.path, HEAVY_SAMPLE * 1000)
                         del self._entries[key], self._slow[key]
                         self.heavy.add(key, sample, interval)
                         continue
-                else:
-                    self._slow.pop(key, None)
                 heapq.heappush(self._heap, (next_sample(tick, interval, now), entry, key))
 
     def run_forever(self) -> None:

@@ -130,11 +130,9 @@ def all_forked(url: str) -> Optional[Dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("etcd_api", ["v3"], indirect=True)
 def test_a_flood_and_5000_processes_never_reach_the_quiet_neighbour(host_tree):
-    """While test_the_5000_processes_are_all_counted's bug stands, the sampler reads only the first ~900
-    of many's processes; with all 5,000 read (that bug fixed in a copy), many's process table, read every
-    5th sample at 0.2 s, was never moved off the shared schedule (workers/containers.py: SampleSchedule
-    moves a task after 3 heavy samples *in a row*) and quiet lost 45-85% of its samples, in gaps of
-    1-4 s, in 4 runs of 5: this test then fails until that is fixed too."""
+    """many's process table (5,000 /proc reads, every 5th sample at 0.2 s) moves to the heavy schedule's
+    thread; before, it was moved only after 3 heavy samples *in a row*, never at 0.2 s, and quiet lost
+    45-85% of its samples, in gaps of 1-4 s."""
     tree: HostTree = host_tree()
     tree.host_ini()
     tree.task_ini("quiet", QUIET)
@@ -215,6 +213,8 @@ def test_a_flood_and_5000_processes_never_reach_the_quiet_neighbour(host_tree):
     for name in ("quiet", "flood", "many"):
         assert {s["state"] for s in statuses(history, tree.key(name))} <= {"running"}, name
     assert metrics_seqs(history, key) == sorted(metrics_seqs(history, key))
+    assert "/many: its samples take over" in tree.output()  # on the heavy schedule's thread
+    assert "/quiet: its samples take over" not in tree.output()
 
     assert tree.terminate() == 0
     for name in ("quiet", "flood", "many"):
@@ -224,10 +224,6 @@ def test_a_flood_and_5000_processes_never_reach_the_quiet_neighbour(host_tree):
 
 
 @pytest.mark.parametrize("etcd_api", ["v2"], indirect=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: workers/cgroups.py's pread_all takes a short read for the end of the file, but cgroup.procs "
-    "(a seq_file) gives at most one 4 KB page a read: process_count and the process table stop at the "
-    "first 4 KB of pids (5001 processes counted as 682-928 here)"))
 def test_the_5000_processes_are_all_counted_and_etcd_keeps_20(host_tree):
     tree: HostTree = host_tree()
     tree.host_ini()

@@ -386,10 +386,17 @@ def test_every_next_burst_of_tasks_is_a_phase_later(monkeypatch: pytest.MonkeyPa
     assert ticks[:BURST] == [50.0] * BURST and ticks[BURST] == pytest.approx(50.0 + 1.0 / BURSTS)
 
 
+def busy(seconds: float) -> None:
+    """A heavy sample: its thread's own CPU (what the schedule measures), not a sleep."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
 def test_a_task_whose_samples_are_heavy_moves_to_the_heavy_schedule() -> None:
     heavy = SampleSchedule()
     schedule = SampleSchedule(heavy)
-    schedule.add(A, lambda now: time.sleep(0.006), 0.01)
+    schedule.add(A, lambda now: busy(0.006), 0.01)
     schedule.add(B, lambda now: None, 0.01)
     for _ in range(5):
         time.sleep(0.011)
@@ -572,3 +579,28 @@ def test_a_host_publisher_looks_at_the_records_a_frame_touched_and_at_all_only_w
         publisher.run()
     counts = [record.published for record in records.values()]
     assert counts[0] == 2 and counts[1:] == [1] * 49  # every record once (the first look), then the touched one
+
+
+def test_a_task_whose_process_table_alone_is_heavy_moves_though_its_samples_between_are_light() -> None:
+    """At 0.2 s the process table is read one sample in five: heavy samples are never in a row."""
+    heavy = SampleSchedule()
+    schedule = SampleSchedule(heavy)
+    calls = {A: 0, B: 0}
+
+    def sampler(key: TaskKey, every: int):
+        def sample(now: float) -> None:
+            calls[key] += 1
+            if calls[key] % every == 0:
+                busy(0.006)
+        return sample
+
+    schedule.add(A, sampler(A, 5), 0.002)
+    schedule.add(B, sampler(B, 1000), 0.002)  # one heavy sample in a while: stays
+    waiting = TaskKey("web", "waiting")
+    schedule.add(waiting, lambda now: time.sleep(0.006), 0.002)  # slow, but kept waiting, not working: stays
+    for _ in range(20):
+        time.sleep(0.003)
+        schedule.run_due(time.monotonic())
+    assert A not in schedule._entries and A in heavy._entries
+    for key in (B, waiting):
+        assert key in schedule._entries and key not in heavy._entries

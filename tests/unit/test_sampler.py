@@ -147,3 +147,33 @@ def test_cgroup_v2_counters_under_a_nested_mount_root(tmp_path: Path) -> None:
 def test_a_process_without_a_cgroup_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         CgroupFiles(PID, proc=fake_proc(tmp_path, "30 25 0:26 / /x rw - ext4 /dev/sda rw\n", "0::/\n"))
+
+
+def test_a_file_the_kernel_gives_a_page_a_read_is_read_whole(monkeypatch, tmp_path) -> None:
+    """cgroup v1's cgroup.procs answers 4 KB a read whatever is asked: 5,000 pids are ~24 KB."""
+    import os
+
+    from workers import cgroups
+
+    pids = b"".join(b"%d\n" % pid for pid in range(100000, 105001))
+    path = tmp_path / "cgroup.procs"
+    path.write_bytes(pids)
+    real = os.pread
+    reads = []
+
+    def by_page(fd: int, size: int, offset: int) -> bytes:
+        reads.append(offset)
+        return real(fd, min(size, 4095 - offset % 4095 if offset % 4095 else 4095), offset)
+
+    monkeypatch.setattr(cgroups.os, "pread", by_page)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert cgroups.pread_all(fd) == pids
+        reads.clear()
+        small = tmp_path / "cpuacct.usage"
+        small.write_bytes(b"123456789\n")
+        fd2 = os.open(small, os.O_RDONLY)
+        assert cgroups.pread_all(fd2) == b"123456789\n" and len(reads) == 1  # one call for a small file
+        os.close(fd2)
+    finally:
+        os.close(fd)
