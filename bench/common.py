@@ -628,7 +628,10 @@ class Floor:
     def read(self) -> None:
         pread = os.pread
         for fd in self.fds:
-            pread(fd, 65536, 0)
+            try:
+                pread(fd, 65536, 0)
+            except ProcessLookupError:
+                pass  # a process gone since: its files read nothing, as they would for a sampler
 
     def close(self) -> None:
         for fd in self._own:

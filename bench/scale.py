@@ -10,6 +10,9 @@ each task the same light busy command at 1 s.
   p99 of |Δtimestamp − interval| between each task's consecutive samples < 5% of the interval at the
   largest N. The cadence comes from a second window, polling the host's GET /metrics (JSON, every task's
   latest document in one answer) about three times a second, each task's samples told apart by service/task.
+  Beside the marginal CPU, the floor: the least any sampler of those N containers can cost at 1 s (their
+  cgroup and /proc files re-read once a second in one burst, parsing nothing, by the bench itself), so the
+  target can be read against what this machine's kernel charges for the reads alone.
 - **Separate trees** (today's mode, ``python main.py`` once per task): the same N beside it, measured as
   before (per task: CPU and RSS of its tree; cadence from each endpoint, polled round-robin at the same
   rate), as far as the machine allows: an N whose trees would take more than half the available memory
@@ -31,8 +34,8 @@ from typing import Any, Dict, List, Optional
 
 import psutil
 
-from bench.common import (BenchSupervisor, Failed, HostPoller, HostTree, MetricsPoller, Row, cpu_seconds, deviations,
-                          log, memory_bytes, ms, pct, pss_bytes, ratio, rss_bytes, shim_pss, stop_all)
+from bench.common import (BenchSupervisor, Failed, Floor, HostPoller, HostTree, MetricsPoller, Row, cpu_seconds,
+                          deviations, log, memory_bytes, ms, pct, pss_bytes, ratio, rss_bytes, shim_pss, stop_all)
 
 NAME = "scale"
 # A light busy task: a short shell loop of arithmetic and a fork (sleep) every second, ~0.2% of a core
@@ -45,6 +48,7 @@ POLL_EVERY = 0.3  # a few times a second: every seq of a 1 s task is seen
 MARGINAL_PSS_LIMIT = 3 * 2**20  # issue 12: bytes of PSS per extra task in one tree
 MARGINAL_CPU_LIMIT = 0.02  # issue 12: % of a core per extra task in one tree
 CADENCE_LIMIT = 0.05  # issue 12: p99 deviation, as a share of the interval, at the largest N
+FLOOR_WINDOW = 20.0  # seconds of the floor's once-a-second reads, at each N
 SEPARATE_MAX = 50  # separate trees beyond this many are not started (the machine is shared)
 SHARE = 0.5  # separate trees may take at most this share of the available memory, and of the cores
 MB = 2**20
@@ -117,6 +121,7 @@ def measure_host(n: int, window: float, settle: float) -> Dict[str, Any]:
         each = [cpu_seconds([proc]) - before for proc, before in zip(procs, each0)]
         cpu = sum(each)
         rss, pss, uss = memory_bytes(procs)
+        r.update(floor_cost(tree.container_pids(), min(window, FLOOR_WINDOW)))
         poller = HostPoller(tree.port or 0, 0)
         t0 = time.monotonic()
         while time.monotonic() - t0 < window:  # then the cadence, from every task's documents
@@ -140,6 +145,31 @@ def measure_host(n: int, window: float, settle: float) -> Dict[str, Any]:
         for line in r["problems"][:20]:
             log(f"scale host tree N={n}, its log: {line}")
     return r
+
+
+def floor_cost(pids: List[int], window: float) -> Dict[str, float]:
+    """The least sampling these containers at 1 s can cost: their cgroup and /proc files re-read once a
+    second, all in one burst, parsing nothing (``Floor``), in this process; % of a core per container."""
+    floors = []
+    for pid in pids:
+        try:
+            floors.append(Floor(pid))
+        except OSError:
+            pass  # its process ended in between: the others make the figure
+    try:
+        started = tick = time.monotonic()
+        before = time.thread_time()
+        while time.monotonic() - started < window:
+            for floor in floors:
+                floor.read()
+            tick += INTERVAL
+            time.sleep(max(0.0, tick - time.monotonic()))
+        used = time.thread_time() - before
+        return {"floor": 100 * used / (time.monotonic() - started) / max(1, len(floors)),
+                "floor_files": sum(len(floor.fds) for floor in floors) / max(1, len(floors))}
+    finally:
+        for floor in floors:
+            floor.close()
 
 
 def role_name(proc: psutil.Process) -> str:
@@ -242,7 +272,14 @@ def host_rows(n: int, h: Dict[str, Any], one: Dict[str, Any], sep: Optional[Dict
         Row(f"{base}: marginal CPU per extra task", f"{m_cpu:.3f}% of a core",
             f"{sm_cpu:.3f}% ({per_extra})" if sm_cpu == sm_cpu else "—", ratio(m_cpu, sm_cpu),
             f"≤ {MARGINAL_CPU_LIMIT:g}% of a core", m_cpu <= MARGINAL_CPU_LIMIT,
-            f"(CPU(N) − CPU(1)) / (N − 1) = ({h['cpu']:.2f} − {one['cpu']:.2f}%) / {n - 1}; sampling at 1 s"),
+            f"(CPU(N) − CPU(1)) / (N − 1) = ({h['cpu']:.2f} − {one['cpu']:.2f}%) / {n - 1}; sampling at 1 s; "
+            f"the floor per task: {h['floor']:.4f}% (next row)"),
+        Row(f"{base}: floor per task, its files re-read once a second", f"{h['floor']:.4f}% of a core",
+            f"{m_cpu:.3f}% (the tree's marginal CPU)", ratio(h["floor"], m_cpu), "—", None,
+            f"the least a sampler of these {n} containers can cost at 1 s: each one's cgroup and /proc files "
+            f"({h['floor_files']:.1f} a container) re-read with pread once a second, in one burst, parsing nothing, "
+            f"by the bench itself over {min(window, FLOOR_WINDOW):g} s while the tree ran; "
+            f"the target leaves {MARGINAL_CPU_LIMIT - h['floor']:.4f}% a task for everything else"),
     ]
     return rows
 
