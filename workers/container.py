@@ -64,6 +64,7 @@ LAST_LOGS_TIMEOUT = 5  # seconds to read the ended container's last lines: they 
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 LIVE = frozenset({"running", "paused", "restarting"})
 T = TypeVar("T")
+SERIES = "restart_series"  # a status frame's key beside the document's: the restart series (Restarts.carried)
 
 
 def engine_away(exc: BaseException) -> bool:
@@ -144,7 +145,11 @@ class TaskOutput:
 
     It owns the task's ``seq`` (carried on from shared memory after a worker restart, or from the seq
     file after a supervisor restart) and decides which samples also become frames: the first one, every
-    ``publish_every``-th, and the latest one when the run ends."""
+    ``publish_every``-th, and the latest one when the run ends.
+
+    Each status frame also carries the task's restart ``series`` (under ``SERIES``, beside the document:
+    every reader of the document, ``Status.from_dict``, drops it, so it goes no further than the parent),
+    for the next worker of this supervisor to go on with (``ContainerWorker.take_over``)."""
 
     def __init__(self, key: TaskKey, slots: TaskSlots, outbox: Outbox, publish_every: int, seq_file: SeqFile) -> None:
         self._lock = threading.Lock()  # a host tree samples on its main thread, the task's thread publishes its state
@@ -157,6 +162,13 @@ class TaskOutput:
         self.seq = max(int(previous.body.get("seq", 0)) if previous else 0, seq_file.load())
         self.sent_any = False
         self.unsent: Optional[bytes] = None  # the latest sample, when no frame carried it yet
+        self.series: Optional[Restarts] = None  # the task's restart series, set by its worker
+
+    def last_series(self) -> Optional[Dict[str, Any]]:
+        """The restart series the previous worker's latest status carried (None for the first worker)."""
+        previous = self.own(self.slots.status)
+        series = previous.body.get(SERIES) if previous else None
+        return series if isinstance(series, dict) else None
 
     def last_status(self) -> Optional[Status]:
         """What a previous worker of this supervisor published last (None for the first worker)."""
@@ -177,7 +189,10 @@ class TaskOutput:
         with self._lock:
             if status.state.final or status.state is TaskState.RESTARTING:
                 self.send_latest_sample()  # the run's last sample goes with its end
-            self.emit("status", status.to_dict())
+            body = status.to_dict()
+            if self.series is not None:
+                body[SERIES] = self.series.carried()
+            self.emit("status", body)
 
     def sample(self, figures: Dict[str, Any], interval: float) -> None:
         with self._lock:
@@ -230,6 +245,7 @@ class ContainerWorker:
         self.restarts = Restarts(Policy(
             max_tries=task.max_restarts, first_delay=task.restart_delay, max_delay=60.0, stable_after=task.restart_reset,
         ))
+        output.series = self.restarts  # carried in every status, for the next worker (take_over)
         self._wake_r, self._wake_w = os.pipe()
         self._exit_seen = threading.Event()
         self.recorded = output.last_status()  # what this supervisor's previous worker published last
@@ -464,8 +480,42 @@ class ContainerWorker:
         if container is not None:
             self.remove(container)
 
+    def take_over(self, container: Container) -> bool:
+        """Go on with the task's restart series where this supervisor's previous worker left it; True when
+        the container's end is one that worker counted already.
+
+        Without this, a worker killed (or hung, and killed) would start a fresh series: the tries toward
+        ``max_restarts`` and the back-off would begin again, and a task whose worker keeps dying would be
+        restarted for ever. So each status carries the series (``TaskOutput``: the tries in a row, when
+        the run began, when its restart is due, on the host's monotonic clock, which is the same in every
+        process), and the next worker reads it back from shared memory with the status. That status is
+        about one run of the container, which the engine's start time names:
+
+        - the same run, and the status says ``restarting``: the previous worker counted its end and was
+          waiting out the delay; this worker waits for the rest of it, and counts that end no second time;
+        - the same run otherwise: adopted, or its end (met while no worker watched) counted now, with the
+          run's start as the series knew it, so a run up ``restart_reset`` seconds still starts afresh;
+        - a run the status does not know: the previous worker started it after its last status (when that
+          said ``restarting``, that was the restart, which the count goes on from), and it began just now.
+
+        A new supervisor (no status in its shared memory) starts a fresh series, as before."""
+        now = time.monotonic()
+        carried = self.output.last_series() if self.recorded is not None else None
+        if self.recorded is None or carried is None:
+            self.restarts.started(now)
+            return False
+        self.restarts.resume(carried)
+        restarting = self.recorded.state is TaskState.RESTARTING
+        if engine_time(container.attrs["State"].get("StartedAt")) != self.recorded.started_at:
+            if restarting:
+                self.machine.restarts += 1
+            self.restarts.started(now)
+            return False
+        return restarting and container.status not in LIVE
+
     def supervise(self, container: Container) -> int:
         self.read_control()  # a stop may have come while the container was found or created
+        counted = self.take_over(container)
         if container.status == "created":
             self.output.emit("info", self.info(container))
             self.output.status(self.machine.status())  # starting: a new container, about to start
@@ -486,9 +536,10 @@ class ContainerWorker:
             ended = self.watch_until_end(container) if started else self.ended(container)
             if ended.state is TaskState.STOPPED or not self.wants_restart(ended):
                 return self.finish(container, ended)
-            if self.restarts.died(time.monotonic()) is RestartState.FATAL:
+            if not counted and self.restarts.died(time.monotonic()) is RestartState.FATAL:
                 reason = f"gave up after {self.machine.restarts} restarts: {ended.reason}"
                 return self.finish(container, replace(ended, state=TaskState.FAILED, reason=reason))
+            counted = False
             if not self.back_off(ended):
                 return self.finish(container, ended_run(container.attrs, stopped=True))
             self.machine.restarts += 1
@@ -498,7 +549,6 @@ class ContainerWorker:
         """Publish a (re)started or adopted container: info with its start time, and its live state
         (unless a stop is already asked for: the loop moves it to stopping at once)."""
         self.machine.started_at = engine_time(container.attrs["State"].get("StartedAt"))
-        self.restarts.started(time.monotonic())
         self.output.emit("info", self.info(container))
         if container.status in LIVE and not self.stop_requested:
             self.move(TaskState.PAUSED if container.status == "paused" else TaskState.RUNNING)
