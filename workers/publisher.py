@@ -39,6 +39,7 @@ from workers.process import Worker, become_worker, drain
 log = logging.getLogger("publisher")
 
 RETRY_MIN, RETRY_MAX = 0.2, 2.0
+HOLD_MAX = 1.0  # seconds a host tree's record may hold a sample for etcd, so that many go in one request
 
 
 def dumps(document: Any) -> str:
@@ -89,7 +90,9 @@ class TaskRecord:
     """One task's record in etcd, reconciled with the documents its frames bring."""
 
     def __init__(self, config: Config, backend: Backend, endpoint: Dict[str, Any],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, holds: bool = False) -> None:
+        """``holds``: a sample (and nothing else) may wait up to half a publish period, at most ``HOLD_MAX``,
+        for the other records' (a host tree's: ``PublisherWorker.write_together``)."""
         self.config = config
         self.backend = backend
         self.store = backend.record(config.task_prefix)
@@ -98,6 +101,8 @@ class TaskRecord:
         self.documents: Dict[str, Any] = {"endpoint": endpoint}
         self.status: Optional[Status] = None
         self.dirty: Set[str] = set()
+        self.dirty_since = 0.0  # when the first of the dirty keys changed (monotonic)
+        self.hold = min(HOLD_MAX, config.metrics.interval * config.metrics.publish_every / 2) if holds else 0.0
         self.synced = False  # the whole record is known to be in etcd
         self.synced_ttl = 0  # the TTL it was written with
         self.written: Set[str] = set()  # keys the last full sync created: only these may be updated
@@ -129,6 +134,8 @@ class TaskRecord:
     def take(self, kind: str, body: Dict[str, Any]) -> None:
         if self.connected:
             self.retry_at = min(self.retry_at, self.clock())  # news to write: no need to wait for a look
+        if not self.dirty:
+            self.dirty_since = self.clock()
         if kind == "metrics":
             self.documents["metrics"] = body
             self.dirty.add("metrics")
@@ -187,6 +194,10 @@ class TaskRecord:
         self.store.write(self.changes())
         self.dirty.clear()
 
+    def holding(self, now: float) -> bool:
+        """A sample alone, younger than the hold: it waits for others to go with."""
+        return self.dirty == {"metrics"} and now < self.dirty_since + self.hold
+
     def writes_together(self, now: float) -> bool:
         """Due for nothing but a guarded write of keys already in etcd (most turns: a sample), etcd
         answering: a write that may go in one request with other records' (``Backend.write_together``)."""
@@ -209,7 +220,7 @@ class TaskRecord:
                 if not self.tidied:
                     self.backend.tidy(self.config.etcd.namespace)
                     self.tidied = True
-            elif self.dirty:
+            elif self.dirty and not self.holding(now):
                 self.write_dirty()
             if self.synced and now >= self.next_refresh and not self.final:
                 self.store.keep_alive()
@@ -303,7 +314,7 @@ class TaskRecord:
         # a final record is never refreshed: its next_refresh stays in the past
         due = self.retry_at if self.retry_at > now else idle if self.final else self.next_refresh
         if self.dirty and self.retry_at <= now:
-            due = now
+            due = min(due, self.dirty_since + self.hold) if self.holding(now) else now
         return min(due, self.finish_by)
 
     def given_up(self, now: float) -> bool:
@@ -438,7 +449,7 @@ class PublisherWorker:
         allows (v3: one transaction for many); each one's ``publish`` then finds nothing left to write. One
         that did not land (changed behind our back, its lease gone) writes on its own and finds out why."""
         ready = {id(record.store): record for record in records if record.writes_together(now)}
-        if len(ready) < 2:
+        if len(ready) < 2 or all(record.holding(now) for record in ready.values()):
             return
         try:
             landed = self.backend.write_together([(record.store, record.changes()) for record in ready.values()])
@@ -451,7 +462,8 @@ class PublisherWorker:
         """A host tree's new task: its record, and its control key watched."""
         if frame.task not in self.records:
             config = Config.from_document(frame.body["config"])
-            self.records[frame.task] = TaskRecord(config, self.backend, frame.body["endpoint"])
+            self.records[frame.task] = TaskRecord(config, self.backend, frame.body["endpoint"],
+                                                   holds=self.backend.together)
             self.touched.add(frame.task)
             self.watch_control()
 

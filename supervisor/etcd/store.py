@@ -67,6 +67,8 @@ class RecordStore(Protocol):
 
 
 class Backend(Protocol):
+    together: bool  # ``write_together`` writes many records in one request (v3), or takes none (v2)
+
     def record(self, prefix: str) -> RecordStore:
         """The store of the record under ``prefix`` (see layout.task_prefix)."""
 

@@ -198,6 +198,8 @@ class V2Record:
 
 
 class V2Backend:
+    together = False
+
     def __init__(self, client: EtcdV2Client) -> None:
         self.client = client
 

@@ -189,6 +189,8 @@ class V3Record:
 
 
 class V3Backend:
+    together = True
+
     def __init__(self, gateway: Gateway, shared: Optional[SharedLease] = None) -> None:
         """``shared``: the live lease every record shares (a host tree's), or None: one per record."""
         self.gateway = gateway

@@ -44,6 +44,9 @@ class FakeGateway:
             return {}
         raise AssertionError(path)
 
+    def describe(self) -> str:
+        return "127.0.0.1:2379"
+
 
 def records(gateway: FakeGateway, count: int) -> List[V3Record]:
     backend = V3Backend(gateway)  # type: ignore[arg-type]
@@ -91,3 +94,44 @@ def test_etcd_silent_is_unavailable_unless_a_transaction_landed_before() -> None
     gateway.call = silent_after_one  # type: ignore[method-assign]
     landed = V3Backend(gateway).write_together([(record, {"metrics": "{}"}) for record in made])  # type: ignore[arg-type]
     assert landed == made[:25]  # the rest write on their own once etcd answers
+
+
+def test_a_host_trees_samples_wait_a_little_for_each_other_and_a_status_never_waits() -> None:
+    from types import SimpleNamespace
+
+    from supervisor.config import build
+    from workers.publisher import HOLD_MAX, PublisherWorker, TaskRecord
+
+    gateway = FakeGateway()
+    backend = V3Backend(gateway)  # type: ignore[arg-type]
+    clock = [100.0]
+
+    def record(name: str) -> TaskRecord:
+        values = {"task": {"image": "busybox", "command": "sleep 1", "service": "web", "name": name},
+                  "etcd": {"namespace": "/ns", "api": "v3"}, "metrics": {"interval": "1.0"}}
+        made = TaskRecord(build(values, lambda section, key: f"[{section}] {key}", "test", None), backend,
+                          {"url": "http://127.0.0.1:1"}, clock=lambda: clock[0], holds=True)
+        made.take("info", {"task": name})
+        made.take("status", {"state": "running"})
+        made.take("metrics", {"seq": 0})
+        made.publish(clock[0])  # the whole record (a new key is never held)
+        return made
+
+    first, second = record("a"), record("b")
+    worker = SimpleNamespace(inbox=None, outbox=None, watch=None, pulse=None)
+    publisher = PublisherWorker({}, worker, backend, host_tree=True)  # type: ignore[arg-type]
+    assert first.hold == HOLD_MAX  # half of the 5 s publish period, at most HOLD_MAX
+    gateway.txns.clear()
+    first.take("metrics", {"seq": 1})
+    clock[0] += 0.4
+    second.take("metrics", {"seq": 1})
+    for made in (first, second):
+        publisher.write_together([first, second], clock[0])
+        made.publish(clock[0])
+    assert gateway.txns == [] and first.due(clock[0], 1e9) == 100.0 + HOLD_MAX
+    clock[0] = 100.0 + HOLD_MAX
+    publisher.write_together([first, second], clock[0])
+    assert len(gateway.txns) == 1 and not first.dirty and not second.dirty  # both in one transaction
+    first.take("status", {"state": "paused"})
+    first.publish(clock[0])
+    assert len(gateway.txns) == 2 and not first.dirty  # a state change goes at once
