@@ -33,6 +33,7 @@ EXPECTED = [
     *[("scale", f"host tree N={n}: {what}") for n in (1, 3) for what in ("PSS, parent + 3 workers", "CPU, parent + 3 workers",
                                                                         "cadence p99")],
     *[("scale", f"host tree N=3: marginal {what} per extra task") for what in ("PSS", "CPU")],
+    ("scale", "host tree N=3: floor per task, its files re-read once a second"),
     *[("scale", f"separate trees N={n}: {what}") for n in (1, 3) for what in ("CPU per task", "RSS per task", "cadence p99")],
     *[("etcd_client", f"RSS over the publisher's imports, {when}") for when in ("client imported and built", "after")],
     *[("etcd_client", f"put of a 1 KB value, {q}") for q in ("median", "p99")],
