@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 from supervisor.config import Config, password
 from supervisor.hostconfig import HostConfig
-from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.errors import Missing, Refused, Unanswered, Unavailable
 from supervisor.etcd.layout import RECORD_KEYS, STORED_PROCESSES
 from supervisor.etcd.store import Backend, RequestSpan, connect
 from supervisor.frames import Frame, TaskKey
@@ -113,6 +113,7 @@ class TaskRecord:
         self.connected: Optional[bool] = None
         self.refused: Optional[Refused] = None  # why etcd said no, when it answered but refused us
         self.told_away = False  # this record's outage was logged (a shared one is logged by one record)
+        self.unanswered = False  # its last request found no member answering (etcd away for every record)
         self.finishing = False
         self.finish_by = float("inf")
         self.reported: Dict[str, Any] = {}
@@ -227,6 +228,7 @@ class TaskRecord:
                 self.next_refresh = now + self.ttl() / 3
                 self.alive_until = now + self.ttl()
             self.set_connected(True)
+            self.unanswered = False
             self.retry_delay = RETRY_MIN
             self.rewriting = False
             self.published_at = time.time()
@@ -248,6 +250,7 @@ class TaskRecord:
                 else:
                     log.warning("etcd does not answer (%s); will keep trying", exc)
             self.set_connected(False, refused)
+            self.unanswered = isinstance(exc, Unanswered)
             self.lose_sync()
             self.retry_at = now + self.retry_delay
             self.retry_delay = min(self.retry_delay * 2, self.retry_max)
@@ -259,16 +262,11 @@ class TaskRecord:
             self.gap.add(metrics.get("seq"), metrics.get("timestamp", time.time()))
         self.synced = False
 
-    @property
-    def unanswered(self) -> bool:
-        """etcd did not answer this record's last request (a refusal may be for its keys alone)."""
-        return self.connected is False and self.refused is None
-
     def share_outage(self, other: TaskRecord) -> None:
         """etcd did not answer ``other``, a record on the same connection: it is away for this one too.
         This one waits for the same retry instead of timing out in turn (a host tree's hundred records
         would each take the whole timeout), and counts its gap from now."""
-        self.set_connected(False, told=False)
+        self.set_connected(False, self.refused, told=False)  # a refusal of its own stays
         self.lose_sync()
         self.retry_at, self.retry_delay = other.retry_at, other.retry_delay
 
@@ -448,6 +446,8 @@ class PublisherWorker:
         """The records whose turn is only a write of changed keys go to etcd in as few requests as the API
         allows (v3: one transaction for many); each one's ``publish`` then finds nothing left to write. One
         that did not land (changed behind our back, its lease gone) writes on its own and finds out why."""
+        if not self.backend.together:
+            return
         ready = {id(record.store): record for record in records if record.writes_together(now)}
         if len(ready) < 2 or all(record.holding(now) for record in ready.values()):
             return

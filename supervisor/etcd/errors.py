@@ -6,6 +6,11 @@ class Unavailable(Exception):
     """No member answered, or a request failed on its way: try again later."""
 
 
+class Unanswered(Unavailable):
+    """No member answered at all (refused connections, timeouts): etcd is away for every request on this
+    connection, not for this one alone (an error a member answered with may be the request's own)."""
+
+
 CREDENTIALS_FIX = "check [etcd] username and password_file, or ca_cert, cert and key"
 
 

@@ -32,7 +32,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.errors import Missing, Refused, Unanswered, Unavailable
 from supervisor.etcd.store import RequestSpan, Settings, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_context
 
@@ -166,6 +166,7 @@ class Gateway:
         ({} when none but the creation came)."""
         errors = []
         handshakes_refused = 0
+        answered = False  # a member answered, with an error
         first = self._current
         for _ in range(len(self._names)):
             try:
@@ -179,12 +180,15 @@ class Gateway:
                 if exc.code == NOT_FOUND:
                     raise NotFound(f"{self.describe()}: {exc.message}") from None
                 errors.append(f"{self.describe()}: {exc}")  # no leader, a timeout within etcd: ask another
+                answered = True
             except (http.client.HTTPException, OSError, ValueError) as exc:
                 handshakes_refused += is_tls_refusal(exc)
                 errors.append(f"{self.describe()}: {exc}")
             self._current = (self._current + 1) % len(self._names)
         # Every member answered, but none accepted our TLS settings: a mistake to fix, not an outage.
-        raise (Refused if handshakes_refused == len(self._names) else Unavailable)("; ".join(errors))
+        if handshakes_refused == len(self._names):
+            raise Refused("; ".join(errors))
+        raise (Unavailable if answered else Unanswered)("; ".join(errors))
 
     def _on_member(self, member: int, path: str, body: Dict[str, Any], watch_for: Optional[float]
                    ) -> Dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import etcd
 import urllib3
 
-from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.errors import Missing, Refused, Unanswered, Unavailable
 from supervisor.etcd.layout import RECORD_KEYS, control_prefix, services_prefix
 from supervisor.etcd.store import Entry, RecordStore, RequestSpan, Settings, no_span
 from supervisor.etcd.tls import is_tls_refusal, tls_pool_options
@@ -103,7 +103,7 @@ class EtcdV2Client:
                     raise Refused(f"{self.describe()}: no v2 API here (/v2/keys answers 404)", NO_V2_FIX) from None
                 raise Unavailable(f"{self.describe()}: {exc}") from None
         # Every member answered, but none accepted our TLS settings: a mistake to fix, not an outage.
-        raise (Refused if handshakes_refused == len(self._clients) else Unavailable)("; ".join(errors))
+        raise (Refused if handshakes_refused == len(self._clients) else Unanswered)("; ".join(errors))
 
     def put_dir(self, path: str, ttl: int, refresh: bool = False) -> None:
         """Create the directory with a TTL, or set (refresh=False) or extend (refresh=True) its TTL."""

@@ -205,42 +205,39 @@ class V3Backend:
         lands only where every record is as its writer left it. A transaction that fails (a record changed,
         a lease gone) writes nothing and is left to each record's own ``write``, which tells whose it was.
         The records that landed; Unavailable when etcd answered none."""
-        landed: List[RecordStore] = []
-        chunk: List[Tuple[V3Record, Mapping[str, str]]] = []
-        compares: List[Dict[str, Any]] = []
-        operations: List[Dict[str, Any]] = []
+        chunks: List[List[Tuple[V3Record, Mapping[str, str], List[Dict[str, Any]], List[Dict[str, Any]]]]] = [[]]
         for store, values in writes:
             assert isinstance(store, V3Record)
             try:
-                more, puts = store.changes(values)
+                compares, puts = store.changes(values)
             except Missing:
                 continue  # no lease: its own write grants one
-            if chunk and (len(compares) + len(more) > MAX_TXN_OPS or len(operations) + len(puts) > MAX_TXN_OPS):
-                landed += self._write_chunk(chunk, compares, operations, landed)
-                chunk, compares, operations = [], [], []
-            chunk.append((store, values))
-            compares += more
-            operations += puts
-        if chunk:
-            landed += self._write_chunk(chunk, compares, operations, landed)
+            chunk = chunks[-1]
+            if chunk and (sum(len(c) for *_, c, _ in chunk) + len(compares) > MAX_TXN_OPS
+                          or sum(len(p) for *_, p in chunk) + len(puts) > MAX_TXN_OPS):
+                chunk = []
+                chunks.append(chunk)
+            chunk.append((store, values, compares, puts))
+        landed: List[RecordStore] = []
+        for chunk in chunks:
+            if not chunk:
+                continue
+            body = {"compare": [c for *_, compares, _ in chunk for c in compares],
+                    "success": [p for *_, puts in chunk for p in puts]}
+            try:
+                answer = self.gateway.call("kv/txn", body)
+            except Missing:  # a lease gone (NotFound): the records' own writes find whose
+                continue
+            except Unavailable:
+                if landed:
+                    break  # etcd went away midway: the rest are written on their own, once it answers
+                raise
+            if answer.get("succeeded"):
+                revision = int(answer["header"]["revision"])
+                for store, values, _, _ in chunk:
+                    store.landed(values, revision)
+                landed += [store for store, *_ in chunk]
         return landed
-
-    def _write_chunk(self, chunk: Sequence[Tuple[V3Record, Mapping[str, str]]], compares: List[Dict[str, Any]],
-                     operations: List[Dict[str, Any]], landed: Sequence[RecordStore]) -> List[RecordStore]:
-        try:
-            answer = self.gateway.call("kv/txn", {"compare": compares, "success": operations})
-        except Missing:  # a lease gone (NotFound): the records' own writes find whose
-            return []
-        except Unavailable:
-            if landed:
-                return []  # the rest are written on their own, once etcd answers
-            raise
-        if not answer.get("succeeded"):
-            return []
-        revision = int(answer["header"]["revision"])
-        for store, values in chunk:
-            store.landed(values, revision)
-        return [store for store, _ in chunk]
 
     def ping(self, namespace: str) -> None:
         # A range under the namespace, not the namespace key itself: a role granted the prefix

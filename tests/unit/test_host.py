@@ -564,7 +564,7 @@ def test_a_host_publisher_looks_at_the_records_a_frame_touched_and_at_all_only_w
     inbox = SimpleNamespace(read=lambda: frames_in.pop(0) if frames_in else [], eof=False, fd=0)
     worker = SimpleNamespace(inbox=inbox, outbox=SimpleNamespace(pending=False, fd=1), watch=SimpleNamespace(gone=lambda: False),
                              pulse=SimpleNamespace(beat=lambda: None))
-    publisher = PublisherWorker(records, worker, None, host_tree=True)  # type: ignore[arg-type]
+    publisher = PublisherWorker(records, worker, SimpleNamespace(together=False), host_tree=True)  # type: ignore[arg-type]
     turns = [0]
 
     def wait() -> None:
@@ -604,3 +604,16 @@ def test_a_task_whose_process_table_alone_is_heavy_moves_though_its_samples_betw
     assert A not in schedule._entries and A in heavy._entries
     for key in (B, waiting):
         assert key in schedule._entries and key not in heavy._entries
+
+
+def test_a_heavy_task_sampled_every_5_s_moves_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three samples of a slow interval span more than HEAVY_WINDOW: the window grows with the interval."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    heavy = SampleSchedule()
+    schedule = SampleSchedule(heavy)
+    schedule.add(A, lambda now: busy(0.006), 5.0)
+    for _ in range(4):
+        schedule.run_due(clock[0])
+        clock[0] += 5.0
+    assert A in heavy._entries and A not in schedule._entries

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 from supervisor.config import build
-from supervisor.etcd.errors import Missing, Refused, Unavailable
+from supervisor.etcd.errors import Missing, Refused, Unanswered, Unavailable
 from supervisor.etcd.v2 import V2Backend
 from workers.publisher import RETRY_MIN, TaskRecord
 
@@ -34,6 +34,7 @@ class FakeEtcd:
         self.seen: List[Dict[str, Any]] = []  # the record after every write, as a reader could see it
         self.delete_after_puts: Optional[int] = None  # someone deletes the record after this many puts
         self.requests = 0
+        self.error: Optional[str] = None  # a member answers every request with this error
 
     def expire(self) -> None:
         for path, expiry in list(self.dirs.items()):
@@ -49,7 +50,9 @@ class FakeEtcd:
     def _check(self) -> None:
         self.requests += 1
         if self.down:
-            raise Unavailable("127.0.0.1:2379: timed out")
+            raise Unanswered("127.0.0.1:2379: timed out")
+        if self.error:
+            raise Unavailable(f"127.0.0.1:2379: {self.error}")
         if self.refusing:
             raise Refused("127.0.0.1:2379: The request requires user authentication")
         self.expire()
@@ -273,7 +276,8 @@ def test_a_sample_taken_before_the_first_answer_from_etcd_counts_in_the_gap():
     assert etcd.record()["status"]["last_gap"] == {"samples": 1, "from": 1001.0, "to": 1001.0}
 
 
-def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage():
+@pytest.mark.parametrize("error", [None, "etcdserver: request is too large"])
+def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage(error):
     """Records on one connection share etcd's silence: the next record does not time out in turn, and
     each counts its gap from the first failure, so each record's last_gap tells the whole outage."""
     from types import SimpleNamespace
@@ -299,13 +303,16 @@ def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage()
                              watch=SimpleNamespace(gone=lambda: False), pulse=SimpleNamespace(beat=lambda: None))
     publisher = PublisherWorker(records, worker, V2Backend(etcd), host_tree=True)  # type: ignore[arg-type]
     publisher.wait = wait  # type: ignore[method-assign]
-    etcd.down = True
+    etcd.down, etcd.error = error is None, error
     etcd.now += 1
     for record in records.values():
         record.take("metrics", sample(2))
     before = etcd.requests
     with pytest.raises(StopIteration):
         publisher.run()
+    if error:  # an error a member answered with may be that request's own: every record tries for itself
+        assert turns == [before + 3]
+        return
     assert turns == [before + 1]  # one request timed out; the others waited for its retry
     assert all(record.connected is False and not record.synced for record in records.values())
     assert len({record.retry_at for record in records.values()}) == 1

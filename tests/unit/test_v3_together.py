@@ -79,21 +79,24 @@ def test_a_record_changed_behind_our_back_keeps_its_chunk_from_landing_and_its_o
 
 def test_etcd_silent_is_unavailable_unless_a_transaction_landed_before() -> None:
     gateway = FakeGateway()
-    made = records(gateway, 30)
+    made = records(gateway, 55)  # three transactions' worth
     gateway.down = True
     with pytest.raises(Unavailable):
         V3Backend(gateway).write_together([(record, {"metrics": "{}"}) for record in made])  # type: ignore[arg-type]
     gateway.down = False
     gateway.txns.clear()
     answer = gateway.call
+    calls: List[str] = []
 
     def silent_after_one(path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        calls.append(path)
         gateway.down = bool(gateway.txns)
         return answer(path, body)
 
     gateway.call = silent_after_one  # type: ignore[method-assign]
     landed = V3Backend(gateway).write_together([(record, {"metrics": "{}"}) for record in made])  # type: ignore[arg-type]
     assert landed == made[:25]  # the rest write on their own once etcd answers
+    assert calls == ["kv/txn", "kv/txn"]  # after the first silence no other is tried: no timeout after timeout
 
 
 def test_a_host_trees_samples_wait_a_little_for_each_other_and_a_status_never_waits() -> None:
