@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 _CHUNK = 1 << 16
 _PAGE = 4096
+_LINE = 256  # longer than any line of the files read here: a read stopped at a page ends within this of it
 _NO_LIMIT = 1 << 60  # v1 reports 'no limit' as a huge page-aligned number
 
 
@@ -34,19 +35,24 @@ class Counters:
 
 def pread_all(fd: int) -> bytes:
     """The whole file behind a kept descriptor, read from offset 0. A read of these files may stop at a
-    page whatever was asked (cgroup v1's cgroup.procs gives 4 KB a read: 5,000 pids were counted as 819), so
-    a read of half a page or more is followed by another; a shorter one is the end (a seq_file fills its
-    page before it stops), and a file that fits in one read costs one call."""
+    page whatever was asked (cgroup v1's cgroup.procs gives 4 KB a read: 5,000 pids were counted as 819):
+    a read that ends within a line's length of a page boundary is followed by another, until one ends
+    short of it. A file of under a page less a line costs one call."""
     data = os.pread(fd, _CHUNK, 0)
-    if len(data) < _PAGE // 2:
+    if not _at_page(len(data)):
         return data
     parts, offset = [data], len(data)
     while True:
         chunk = os.pread(fd, _CHUNK, offset)
         parts.append(chunk)
         offset += len(chunk)
-        if len(chunk) < _PAGE // 2:
+        if not _at_page(len(chunk)):
             return b"".join(parts)
+
+
+def _at_page(size: int) -> bool:
+    """A read of ``size`` bytes may have stopped at a page boundary, with more to come."""
+    return size > 0 and (size % _PAGE == 0 or size % _PAGE >= _PAGE - _LINE)
 
 
 def _stat_value(text: bytes, key: bytes) -> int:

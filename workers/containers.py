@@ -54,7 +54,7 @@ BURST = 25  # tasks sampled in one burst: each next 25 tasks taken on go to the 
 BURSTS = 10  # phases of each interval the bursts are spread over
 HEAVY_SAMPLE = 0.005  # CPU seconds: a sample that uses more holds the other tasks' samples back
 HEAVY_SAMPLES = 3  # heavy samples within HEAVY_WINDOW that move a task to the heavy schedule
-HEAVY_WINDOW = 10.0  # seconds: the process table is read about once a second, the samples between are light
+HEAVY_WINDOW = 10.0  # seconds (or HEAVY_SAMPLES + 1 intervals): the process table is read about once a second
 
 
 class SampleSchedule:
@@ -121,7 +121,8 @@ class SampleSchedule:
                 # its own CPU, not the time it took: a light sample kept waiting for the interpreter by a
                 # heavy one on the other thread is not heavy (counted so, every task followed it there)
                 if self.heavy is not None and time.thread_time() - cpu > HEAVY_SAMPLE:
-                    recent = [at for at in self._slow.get(key, []) if at > started - HEAVY_WINDOW] + [started]
+                    window = max(HEAVY_WINDOW, (HEAVY_SAMPLES + 1) * interval)  # a slow interval's too
+                    recent = [at for at in self._slow.get(key, []) if at > started - window] + [started]
                     self._slow[key] = recent
                     if len(recent) >= HEAVY_SAMPLES:
                         log.info("task %s: its samples take over %.0f ms: sampled on a thread of their own",

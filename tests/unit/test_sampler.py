@@ -175,5 +175,7 @@ def test_a_file_the_kernel_gives_a_page_a_read_is_read_whole(monkeypatch, tmp_pa
         fd2 = os.open(small, os.O_RDONLY)
         assert cgroups.pread_all(fd2) == b"123456789\n" and len(reads) == 1  # one call for a small file
         os.close(fd2)
+        monkeypatch.setattr(cgroups.os, "pread", lambda fd, size, offset: real(fd, min(size, 4096), offset))
+        assert cgroups.pread_all(fd) == pids  # pages of exactly 4 KB
     finally:
         os.close(fd)
