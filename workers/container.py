@@ -516,6 +516,15 @@ class ContainerWorker:
     def supervise(self, container: Container) -> int:
         self.read_control()  # a stop may have come while the container was found or created
         counted = self.take_over(container)
+        if counted and container.status == "created":
+            # A start the engine refused, whose restart the previous worker was waiting out (still published
+            # as restarting): the rest of the delay, then that restart, as back_off would have gone on.
+            self.leave_gate()
+            self.idle_until(self.restarts.restart_at or time.monotonic(), until_stop=True)
+            if self.stop_requested:
+                return self.finish(container, ended_run(container.attrs, stopped=True))
+            self.machine.restarts += 1
+            counted = False
         if container.status == "created":
             self.output.emit("info", self.info(container))
             self.output.status(self.machine.status())  # starting: a new container, about to start

@@ -9,6 +9,7 @@ import time
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, Iterator, List
 
+import docker
 import msgpack
 import pytest
 
@@ -239,3 +240,36 @@ def test_an_adopted_run_keeps_its_start_so_a_long_run_still_forgives_the_earlier
     assert second.take_over(container) is False  # type: ignore[arg-type]
     assert second.restarts.tries == 3 and second.restarts.started_at == first.restarts.started_at
     assert second.restarts.died(time.monotonic()) is State.BACKOFF and second.restarts.tries == 1
+
+
+class RefusedContainer(FailingContainer):
+    """A container whose start the engine refuses (executable not found): it stays created, never started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = "created"
+        self.attrs = {"State": {"StartedAt": "0001-01-01T00:00:00Z", "FinishedAt": "0001-01-01T00:00:00Z",
+                                "ExitCode": 0, "OOMKilled": False, "Error": "", "Pid": 0}}
+
+    def start(self) -> None:
+        self.starts += 1
+        raise docker.errors.APIError("exec: \"nope\": executable file not found in $PATH")
+
+
+def test_a_refused_start_waited_out_by_a_killed_worker_is_restarted_after_the_rest_of_its_delay(tree, monkeypatch) -> None:
+    """The last status says restarting, the container is still created: the next worker waits out the rest
+    of the delay, makes that restart, and counts the ends after it toward max_restarts."""
+    container = RefusedContainer()
+    due = []
+    for _ in range(10):
+        worker = tree()
+        killed_in_its_nth_back_off(worker, monkeypatch, 1 if not due else 2)  # each worker dies backing off
+        try:
+            worker.supervise(container)  # type: ignore[arg-type]
+        except Killed:
+            due.append(worker.restarts.restart_at)
+            continue
+        break
+    final = status_of(worker)
+    assert final.state is TaskState.FAILED and final.reason.startswith("gave up after 3 restarts: cannot start"), final.reason
+    assert container.starts == 4 and final.restarts == 3  # the first start and max_restarts restarts
