@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from supervisor.etcd.errors import Missing, Unavailable
 from supervisor.etcd.gateway import Gateway, b64, range_end, unb64
@@ -143,7 +143,10 @@ class V3Record:
 
     def landed(self, values: Mapping[str, str], revision: int) -> None:
         """A transaction with ``values``'s puts succeeded at ``revision``."""
-        self.revisions.update(dict.fromkeys((self.key(name) for name in values), revision))
+        self._landed([self.key(name) for name in values], revision)
+
+    def _landed(self, keys: Iterable[str], revision: int) -> None:
+        self.revisions.update(dict.fromkeys(keys, revision))
         self.checked = True
 
     def _compares(self, expected: Mapping[str, int]) -> List[Dict[str, Any]]:
@@ -171,9 +174,7 @@ class V3Record:
         if not answer.get("succeeded"):  # omitted when false, like every zero value
             self.revisions = {}
             raise Missing(f"{self.prefix} {why}")
-        revision = int(answer["header"]["revision"])
-        self.revisions.update(dict.fromkeys(puts, revision))
-        self.checked = True
+        self._landed(puts, int(answer["header"]["revision"]))
 
     def _revoke_retired(self) -> None:
         """Revoke the leases our keys left (best effort: a lease not revoked expires by itself)."""
@@ -205,25 +206,22 @@ class V3Backend:
         lands only where every record is as its writer left it. A transaction that fails (a record changed,
         a lease gone) writes nothing and is left to each record's own ``write``, which tells whose it was.
         The records that landed; Unavailable when etcd answered none."""
-        chunks: List[List[Tuple[V3Record, Mapping[str, str], List[Dict[str, Any]], List[Dict[str, Any]]]]] = [[]]
+        chunks: List[Tuple[List[Tuple[V3Record, Mapping[str, str]]], Dict[str, List[Dict[str, Any]]]]] = []
         for store, values in writes:
             assert isinstance(store, V3Record)
             try:
                 compares, puts = store.changes(values)
             except Missing:
                 continue  # no lease: its own write grants one
-            chunk = chunks[-1]
-            if chunk and (sum(len(c) for *_, c, _ in chunk) + len(compares) > MAX_TXN_OPS
-                          or sum(len(p) for *_, p in chunk) + len(puts) > MAX_TXN_OPS):
-                chunk = []
-                chunks.append(chunk)
-            chunk.append((store, values, compares, puts))
+            if not chunks or max(len(chunks[-1][1]["compare"]) + len(compares),
+                                 len(chunks[-1][1]["success"]) + len(puts)) > MAX_TXN_OPS:
+                chunks.append(([], {"compare": [], "success": []}))
+            members, body = chunks[-1]
+            members.append((store, values))
+            body["compare"] += compares
+            body["success"] += puts
         landed: List[RecordStore] = []
-        for chunk in chunks:
-            if not chunk:
-                continue
-            body = {"compare": [c for *_, compares, _ in chunk for c in compares],
-                    "success": [p for *_, puts in chunk for p in puts]}
+        for members, body in chunks:
             try:
                 answer = self.gateway.call("kv/txn", body)
             except Missing:  # a lease gone (NotFound): the records' own writes find whose
@@ -234,9 +232,9 @@ class V3Backend:
                 raise
             if answer.get("succeeded"):
                 revision = int(answer["header"]["revision"])
-                for store, values, _, _ in chunk:
+                for store, values in members:
                     store.landed(values, revision)
-                landed += [store for store, *_ in chunk]
+                landed += [store for store, _ in members]
         return landed
 
     def ping(self, namespace: str) -> None:
