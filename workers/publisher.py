@@ -448,15 +448,15 @@ class PublisherWorker:
         that did not land (changed behind our back, its lease gone) writes on its own and finds out why."""
         if not self.backend.together:
             return
-        ready = {id(record.store): record for record in records if record.writes_together(now)}
+        ready = {record.store: record for record in records if record.writes_together(now)}
         if len(ready) < 2 or all(record.holding(now) for record in ready.values()):
             return
         try:
-            landed = self.backend.write_together([(record.store, record.changes()) for record in ready.values()])
+            landed = self.backend.write_together([(store, record.changes()) for store, record in ready.items()])
         except Unavailable:
             return  # each record's own write finds etcd away, and the first one tells the others
         for store in landed:
-            ready[id(store)].dirty.clear()
+            ready[store].dirty.clear()
 
     def take_on(self, frame: Frame) -> None:
         """A host tree's new task: its record, and its control key watched."""
