@@ -519,9 +519,7 @@ class ContainerWorker:
         if counted and container.status == "created":
             # A start the engine refused, whose restart the previous worker was waiting out (still published
             # as restarting): the rest of the delay, then that restart, as back_off would have gone on.
-            self.leave_gate()
-            self.idle_until(self.restarts.restart_at or time.monotonic(), until_stop=True)
-            if self.stop_requested:
+            if not self.wait_for_restart():
                 return self.finish(container, ended_run(container.attrs, stopped=True))
             self.machine.restarts += 1
             counted = False
@@ -595,12 +593,15 @@ class ContainerWorker:
 
     def back_off(self, ended: Ended) -> bool:
         """Publish ``restarting`` and wait out the delay; False when a stop came meanwhile."""
-        restart_at = self.restarts.restart_at or time.monotonic()
-        delay = max(0.0, restart_at - time.monotonic())
-        self.leave_gate()
+        delay = max(0.0, (self.restarts.restart_at or time.monotonic()) - time.monotonic())
         log.info("task %s (%s); restart %d in %.1f s", ended.state.value, ended.reason, self.restarts.tries, delay)
         self.move(TaskState.RESTARTING, ended, restart_in_s=round(delay, 3))
-        self.idle_until(restart_at, until_stop=True)
+        return self.wait_for_restart()
+
+    def wait_for_restart(self) -> bool:
+        """Wait out the restart's delay, leaving the start gate to others; False when a stop came meanwhile."""
+        self.leave_gate()
+        self.idle_until(self.restarts.restart_at or time.monotonic(), until_stop=True)
         return not self.stop_requested
 
     def watch_until_end(self, container: Container) -> Ended:
