@@ -614,27 +614,61 @@ def shim_pss(container_pids: Sequence[int]) -> Tuple[float, int]:
 
 class Floor:
     """The least a sampler must do: re-read the same cgroup and /proc files (stat, status, cmdline of
-    each process) with ``os.pread`` on kept-open descriptors, parsing nothing."""
+    each process) with ``os.pread`` on kept-open descriptors, parsing nothing but the pid list. Like any
+    sampler it follows the container's processes: a process new since the last read has its three files
+    opened, and a process gone has them closed (the bench's tasks fork a ``sleep`` every second). The pid
+    list is read from a fresh descriptor each time: on cgroup v1 a kept one serves the list of its first
+    read for about a second (../shared/field-notes.md)."""
+
+    PROCESS_FILES = (b"stat", b"status", b"cmdline")
 
     def __init__(self, pid: int) -> None:
         self._cgroup = CgroupFiles(pid)
         self._net = NetDev(pid)
-        self.procs = self._cgroup.read().procs
-        paths = [self._cgroup.procs_path]
-        paths += [f"/proc/{p}/{name}" for p in self.procs for name in ("stat", "status", "cmdline")]
-        self._own = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in paths]
-        self.fds = [*self._cgroup.fds(), *self._net.fds(), *self._own]
+        self._fixed = [*self._cgroup.fds(), *self._net.fds()]
+        self._kept: Dict[bytes, List[int]] = {}
+        self.read()
+
+    @property
+    def files(self) -> int:
+        """How many files the last read read: the fixed ones, the pid list, each process's."""
+        return len(self._fixed) + 1 + sum(map(len, self._kept.values()))
+
+    def _open(self, pid: bytes) -> List[int]:
+        fds: List[int] = []
+        try:
+            for name in self.PROCESS_FILES:
+                fds.append(os.open(b"/proc/%s/%s" % (pid, name), os.O_RDONLY | os.O_CLOEXEC))
+        except FileNotFoundError:
+            pass  # gone already: what it opened is read (nothing) until the next list drops it
+        return fds
 
     def read(self) -> None:
         pread = os.pread
-        for fd in self.fds:
-            try:
-                pread(fd, 65536, 0)
-            except ProcessLookupError:
-                pass  # a process gone since: its files read nothing, as they would for a sampler
+        for fd in self._fixed:
+            pread(fd, 65536, 0)
+        procs = os.open(self._cgroup.procs_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pids = set(pread(procs, 65536, 0).split())
+        finally:
+            os.close(procs)
+        for gone in self._kept.keys() - pids:
+            for fd in self._kept.pop(gone):
+                os.close(fd)
+        for pid in pids:
+            fds = self._kept.get(pid)
+            if fds is None:
+                fds = self._kept[pid] = self._open(pid)
+            for fd in fds:
+                try:
+                    pread(fd, 65536, 0)
+                except ProcessLookupError:
+                    pass  # a process gone since the list was read: its files read nothing, as a sampler's
 
     def close(self) -> None:
-        for fd in self._own:
-            os.close(fd)
+        for fds in self._kept.values():
+            for fd in fds:
+                os.close(fd)
+        self._kept.clear()
         self._cgroup.close()
         self._net.close()

@@ -89,7 +89,7 @@ def run(smoke: bool) -> List[Row]:
         try:
             ours = cpu_per_call(lambda: sampler.sample(time.monotonic()), samples)
             bare = cpu_per_call(floor.read, samples)
-            nfiles = len(floor.fds)
+            nfiles = floor.files
         finally:
             floor.close()
             sampler.close()

@@ -166,7 +166,7 @@ def floor_cost(pids: List[int], window: float) -> Dict[str, float]:
             time.sleep(max(0.0, tick - time.monotonic()))
         used = time.thread_time() - before
         return {"floor": 100 * used / (time.monotonic() - started) / max(1, len(floors)),
-                "floor_files": sum(len(floor.fds) for floor in floors) / max(1, len(floors))}
+                "floor_files": sum(floor.files for floor in floors) / max(1, len(floors))}
     finally:
         for floor in floors:
             floor.close()

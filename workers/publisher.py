@@ -357,10 +357,11 @@ class PublisherWorker:
         self.records = records
         self.host_tree = host_tree
         self.finished: Set[TaskKey] = set()  # tasks whose ``finished`` was sent (a host tree's)
-        # A turn of the loop looks at the records its frames touched, and at every record only when one of
-        # them is due: with hundreds of records a look at each on every frame was most of the CPU it used.
+        # A turn of the loop looks at the records its frames touched and at those due by now, never at every
+        # record: with hundreds of records, each held sample coming due made a look at all of them, and those
+        # looks were most of the CPU the publisher used.
         self.touched: Set[TaskKey] = set()
-        self.look_at = 0.0  # when every record is looked at next (monotonic)
+        self.due_at: Dict[TaskKey, float] = dict.fromkeys(records, 0.0)  # when each record next wants etcd
         self.backend = backend
         self.control = control
         self.report = report
@@ -408,27 +409,18 @@ class PublisherWorker:
             if self.control is not None:
                 for request in self.control.take():
                     self.pass_on(request)
-            now = time.monotonic()
-            every = now >= self.look_at or not self.host_tree
-            keys = list(self.records) if every else [key for key in self.touched if key in self.records]
-            self.touched.clear()
-            if every:
-                self.look_at = now + MAX_WAIT
-            if self.host_tree:
-                self.write_together([self.records[key] for key in keys], now)
+            keys = self.turn(time.monotonic())
             for key in keys:
                 record = self.records[key]
                 now = record.clock()
                 if now >= record.retry_at:
                     record.publish(now)
                     if record.unanswered:
-                        for other in self.records.values():
-                            if other is not record:
-                                other.share_outage(record)
+                        self.share_outage(record)
                 report = record.changed_report()
                 if report is not None:
                     self.send("etcd", key, report)
-                self.look_at = min(self.look_at, record.due(now, self.look_at))
+                self.due_at[key] = record.due(now, now + MAX_WAIT)
             if self.host_tree:
                 for key in keys:
                     record = self.records[key]
@@ -441,6 +433,24 @@ class PublisherWorker:
                 drain(self.outbox, self.pulse, 2.0)
                 return EXIT_DONE
             self.wait()
+
+    def turn(self, now: float) -> List[TaskKey]:
+        """The records this turn looks at: those frames touched and those due (a single task's, always).
+        When one of them is a write that may go with others', every record ready to go goes with it."""
+        touched = self.touched
+        keys = [key for key, at in self.due_at.items() if at <= now or key in touched or not self.host_tree]
+        touched.clear()
+        if self.host_tree and any(self.records[key].writes_together(now) and not self.records[key].holding(now)
+                                  for key in keys):
+            self.write_together(list(self.records.values()), now)
+        return keys
+
+    def share_outage(self, record: TaskRecord) -> None:
+        """etcd did not answer ``record``: every other record on the connection waits for the same retry."""
+        for key, other in self.records.items():
+            if other is not record:
+                other.share_outage(record)
+                self.due_at[key] = other.retry_at
 
     def write_together(self, records: List[TaskRecord], now: float) -> None:
         """The records whose turn is only a write of changed keys go to etcd in as few requests as the API
@@ -464,12 +474,13 @@ class PublisherWorker:
             config = Config.from_document(frame.body["config"])
             self.records[frame.task] = TaskRecord(config, self.backend, frame.body["endpoint"],
                                                    holds=self.backend.together)
-            self.touched.add(frame.task)
+            self.due_at[frame.task] = 0.0
             self.watch_control()
 
     def drop(self, key: TaskKey) -> None:
         """A host tree's task whose end is recorded: forget it."""
         self.records.pop(key, None)
+        self.due_at.pop(key, None)
         self.finished.discard(key)
         self.acted.pop(key, None)
         self.pending.pop(key, None)
@@ -512,7 +523,7 @@ class PublisherWorker:
     def wait(self) -> None:
         """Sleep until the earliest record wants etcd (a retry, a refresh, a dirty key), a frame, or MAX_WAIT."""
         now = time.monotonic()
-        wake_at = min(now + MAX_WAIT, self.look_at)
+        wake_at = min([now + MAX_WAIT, *self.due_at.values()])
         writers = [self.outbox.fd] if self.outbox.pending else []
         readers = [self.inbox.fd] + ([self.control.fd] if self.control is not None else [])
         _, writable, _ = select.select(readers, writers, [], max(0.0, wake_at - now))

@@ -554,31 +554,46 @@ class Counted:
         return False
 
 
-def test_a_host_publisher_looks_at_the_records_a_frame_touched_and_at_all_only_when_one_is_due(monkeypatch) -> None:
+def run_host_publisher(monkeypatch, records: Dict[TaskKey, Counted], turns: int, frame_in: List[frames.Frame]) -> None:
+    """A host tree's publisher loop over ``records`` for ``turns`` turns, ``frame_in`` read at the second."""
     from types import SimpleNamespace
 
     from workers.publisher import PublisherWorker
 
-    records = {TaskKey("web", f"t{i}"): Counted() for i in range(50)}
-    frames_in: List[List[frames.Frame]] = [[]]
+    frames_in: List[List[frames.Frame]] = [[], frame_in]
     inbox = SimpleNamespace(read=lambda: frames_in.pop(0) if frames_in else [], eof=False, fd=0)
     worker = SimpleNamespace(inbox=inbox, outbox=SimpleNamespace(pending=False, fd=1), watch=SimpleNamespace(gone=lambda: False),
                              pulse=SimpleNamespace(beat=lambda: None))
     publisher = PublisherWorker(records, worker, SimpleNamespace(together=False), host_tree=True)  # type: ignore[arg-type]
-    turns = [0]
+    done = [0]
 
     def wait() -> None:
-        turns[0] += 1
-        if turns[0] == 3:
+        done[0] += 1
+        if done[0] == turns:
             raise StopIteration
 
     monkeypatch.setattr(publisher, "wait", wait)
-    one = next(iter(records))
-    frames_in.append([frames.decode(frames.encode("metrics", one, {"seq": 1}))])
     with pytest.raises(StopIteration):
         publisher.run()
+
+
+def test_a_host_publisher_looks_at_the_records_a_frame_touched_and_at_all_only_at_first(monkeypatch) -> None:
+    records = {TaskKey("web", f"t{i}"): Counted() for i in range(50)}
+    one = next(iter(records))
+    run_host_publisher(monkeypatch, records, 3, [frames.decode(frames.encode("metrics", one, {"seq": 1}))])
     counts = [record.published for record in records.values()]
     assert counts[0] == 2 and counts[1:] == [1] * 49  # every record once (the first look), then the touched one
+
+
+def test_a_host_publisher_looks_only_at_the_records_due(monkeypatch) -> None:
+    """One record due (a held sample, a refresh) is not a look at every record: at 200 records those looks
+    were most of the publisher's CPU."""
+    records = {TaskKey("web", f"t{i}"): Counted() for i in range(50)}
+    due = records[TaskKey("web", "t7")]
+    due.due_at = 0.0  # due again at once, turn after turn
+    run_host_publisher(monkeypatch, records, 4, [])
+    assert due.published == 4
+    assert [record.published for record in records.values() if record is not due] == [1] * 49
 
 
 def test_a_task_whose_process_table_alone_is_heavy_moves_though_its_samples_between_are_light() -> None:
