@@ -172,6 +172,13 @@ def floor_cost(pids: List[int], window: float) -> Dict[str, float]:
             floor.close()
 
 
+def floor_left(floor: float) -> str:
+    """What the marginal CPU target leaves once the floor is paid."""
+    if floor >= MARGINAL_CPU_LIMIT:
+        return f"the floor alone is {floor / MARGINAL_CPU_LIMIT:.2f}× the target of {MARGINAL_CPU_LIMIT:g}%"
+    return f"the target leaves {MARGINAL_CPU_LIMIT - floor:.4f}% a task for everything else"
+
+
 def role_name(proc: psutil.Process) -> str:
     try:
         name = proc.name()
@@ -277,9 +284,9 @@ def host_rows(n: int, h: Dict[str, Any], one: Dict[str, Any], sep: Optional[Dict
         Row(f"{base}: floor per task, its files re-read once a second", f"{h['floor']:.4f}% of a core",
             f"{m_cpu:.3f}% (the tree's marginal CPU)", ratio(h["floor"], m_cpu), "—", None,
             f"the least a sampler of these {n} containers can cost at 1 s: each one's cgroup and /proc files "
-            f"({h['floor_files']:.1f} a container) re-read with pread once a second, in one burst, parsing nothing, "
-            f"by the bench itself over {min(window, FLOOR_WINDOW):g} s while the tree ran; "
-            f"the target leaves {MARGINAL_CPU_LIMIT - h['floor']:.4f}% a task for everything else"),
+            f"({h['floor_files']:.1f} a container) re-read with pread once a second, in one burst, parsing nothing "
+            f"but the pid list, a new process's files opened (the task forks a sleep every second), by the bench "
+            f"itself over {min(window, FLOOR_WINDOW):g} s while the tree ran; {floor_left(h['floor'])}"),
     ]
     return rows
 
