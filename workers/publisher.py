@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import select
 import sys
 import time
@@ -307,10 +308,15 @@ class TaskRecord:
         return self.finishing and self.synced and not self.dirty
 
     def due(self, now: float, idle: float) -> float:
-        """When the record next wants etcd (a retry, a refresh, a dirty key, its finish's deadline); ``idle``
-        when nothing is due before it."""
-        # a final record is never refreshed: its next_refresh stays in the past
-        due = self.retry_at if self.retry_at > now else idle if self.final else self.next_refresh
+        """When the record next wants etcd (a retry, a refresh, a dirty key, a whole record to write again,
+        its finish's deadline); ``idle`` when nothing is due before it."""
+        if self.retry_at > now:
+            due = self.retry_at
+        elif not self.synced and "info" in self.documents:
+            due = now  # e.g. found changed (Missing) with nothing dirty: written again without waiting for a frame
+        else:
+            # a final record is never refreshed: its next_refresh stays in the past
+            due = idle if self.final else self.next_refresh
         if self.dirty and self.retry_at <= now:
             due = min(due, self.dirty_since + self.hold) if self.holding(now) else now
         return min(due, self.finish_by)
@@ -427,6 +433,7 @@ class PublisherWorker:
                     if key not in self.finished and (record.done or record.given_up(record.clock())):
                         self.finished.add(key)
                         self.send("finished", key, {"published": record.done})
+                        self.due_at[key] = math.inf  # nothing more to do till the parent drops it (a frame may still come)
             elif all(record.done or record.given_up(record.clock()) for record in self.records.values()):
                 for key, record in self.records.items():
                     self.send("finished", key, {"published": record.done})
@@ -450,7 +457,8 @@ class PublisherWorker:
         for key, other in self.records.items():
             if other is not record:
                 other.share_outage(record)
-                self.due_at[key] = other.retry_at
+                now = other.clock()
+                self.due_at[key] = other.due(now, now + MAX_WAIT)
 
     def write_together(self, records: List[TaskRecord], now: float) -> None:
         """The records whose turn is only a write of changed keys go to etcd in as few requests as the API

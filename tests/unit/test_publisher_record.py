@@ -327,3 +327,15 @@ def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage(e
         status = json.loads(etcd.keys[record.prefix + "/status"])
         assert status["last_gap"] == {"samples": 4, "from": 1002.0, "to": 1005.0}, record.prefix
         assert record.connected is True
+
+
+def test_a_record_found_changed_while_it_is_written_whole_is_due_again_at_once(running):
+    """Nothing dirty (an outage shared from another record) and the refresh seconds away: the rewrite after
+    Missing is due now, not at the refresh (a host tree's publisher looks only at the records due)."""
+    etcd, publisher = running
+    etcd.now = 1.0
+    publisher.lose_sync()
+    etcd.delete_after_puts = 1  # someone deletes the record in the middle of the full sync
+    publisher.publish(etcd.now)
+    assert not publisher.synced and not publisher.dirty and publisher.next_refresh > etcd.now
+    assert publisher.due(etcd.now, etcd.now + 100) == etcd.now
