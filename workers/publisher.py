@@ -87,6 +87,14 @@ class Gap:
         return {"samples": self.count, "from": self.first, "to": self.last}
 
 
+class Outage:
+    """etcd away for the records that share it (a host tree's, on one connection): logged when it starts,
+    and "answers again" once, by the first of them that finds etcd back."""
+
+    def __init__(self) -> None:
+        self.told = True
+
+
 class TaskRecord:
     """One task's record in etcd, reconciled with the documents its frames bring."""
 
@@ -113,7 +121,7 @@ class TaskRecord:
         self.rewriting = False  # the last publish found the record not as we left it
         self.connected: Optional[bool] = None
         self.refused: Optional[Refused] = None  # why etcd said no, when it answered but refused us
-        self.told_away = False  # this record's outage was logged (a shared one is logged by one record)
+        self.outage: Optional[Outage] = None  # while etcd is away for this record: the outage it is in
         self.unanswered = False  # its last request found no member answering (etcd away for every record)
         self.finishing = False
         self.finish_by = float("inf")
@@ -267,16 +275,19 @@ class TaskRecord:
         """etcd did not answer ``other``, a record on the same connection: it is away for this one too.
         This one waits for the same retry instead of timing out in turn (a host tree's hundred records
         would each take the whole timeout), and counts its gap from now."""
-        self.set_connected(False, self.refused, told=False)  # a refusal of its own stays
+        self.set_connected(False, self.refused, other.outage)  # a refusal of its own stays
         self.lose_sync()
         self.retry_at, self.retry_delay = other.retry_at, other.retry_delay
 
-    def set_connected(self, connected: bool, refused: Optional[Refused] = None, told: bool = True) -> None:
-        """``told``: the outage was logged for this record (a shared one is logged once, by its record)."""
-        if connected and self.connected is False and self.told_away:
-            log.info("etcd answers again at %s", self.backend.describe())
+    def set_connected(self, connected: bool, refused: Optional[Refused] = None, outage: Optional[Outage] = None) -> None:
+        """``outage``: the one this record now shares (None: its own, which its publish logged)."""
+        if connected and self.outage is not None:
+            if self.outage.told:
+                log.info("etcd answers again at %s", self.backend.describe())
+                self.outage.told = False  # said once, by the first record back
+            self.outage = None
         if not connected and self.connected is not False:
-            self.told_away = told
+            self.outage = outage or Outage()
         self.connected = connected
         self.refused = refused
 

@@ -7,6 +7,7 @@ the key's index is not the one expected."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
@@ -276,26 +277,26 @@ def test_a_sample_taken_before_the_first_answer_from_etcd_counts_in_the_gap():
     assert etcd.record()["status"]["last_gap"] == {"samples": 1, "from": 1001.0, "to": 1001.0}
 
 
-@pytest.mark.parametrize("error", [None, "etcdserver: request is too large"])
-def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage(error):
-    """Records on one connection share etcd's silence: the next record does not time out in turn, and
-    each counts its gap from the first failure, so each record's last_gap tells the whole outage."""
-    from types import SimpleNamespace
-
+def host_tree_records(etcd: FakeEtcd) -> Dict[Any, TaskRecord]:
+    """Three records of one host tree, each written whole."""
     from supervisor.frames import TaskKey
-    from workers.publisher import PublisherWorker
 
-    etcd = FakeEtcd()
     records = {TaskKey("web", name): make(etcd, name=name) for name in ("task-1", "task-2", "task-3")}
     for record in records.values():
         record.take("info", {"task": "t"})
         record.take("status", {"state": "running"})
         record.take("metrics", sample(1))
         record.publish(etcd.now)
-    turns: List[int] = []
+    return records
+
+
+def one_turn(etcd: FakeEtcd, records: Dict[Any, TaskRecord]) -> int:
+    """One turn of the host tree's publisher over ``records``, each with a new sample; the requests it made."""
+    from types import SimpleNamespace
+
+    from workers.publisher import PublisherWorker
 
     def wait() -> None:
-        turns.append(etcd.requests)
         raise StopIteration
 
     worker = SimpleNamespace(inbox=SimpleNamespace(read=lambda: [], eof=False, fd=0),
@@ -303,17 +304,27 @@ def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage(e
                              watch=SimpleNamespace(gone=lambda: False), pulse=SimpleNamespace(beat=lambda: None))
     publisher = PublisherWorker(records, worker, V2Backend(etcd), host_tree=True)  # type: ignore[arg-type]
     publisher.wait = wait  # type: ignore[method-assign]
-    etcd.down, etcd.error = error is None, error
     etcd.now += 1
     for record in records.values():
         record.take("metrics", sample(2))
     before = etcd.requests
     with pytest.raises(StopIteration):
         publisher.run()
+    return etcd.requests - before
+
+
+@pytest.mark.parametrize("error", [None, "etcdserver: request is too large"])
+def test_in_a_host_tree_one_unanswered_request_puts_every_record_in_the_outage(error):
+    """Records on one connection share etcd's silence: the next record does not time out in turn, and
+    each counts its gap from the first failure, so each record's last_gap tells the whole outage."""
+    etcd = FakeEtcd()
+    records = host_tree_records(etcd)
+    etcd.down, etcd.error = error is None, error
+    requests = one_turn(etcd, records)
     if error:  # an error a member answered with may be that request's own: every record tries for itself
-        assert turns == [before + 3]
+        assert requests == 3
         return
-    assert turns == [before + 1]  # one request timed out; the others waited for its retry
+    assert requests == 1  # one request timed out; the others waited for its retry
     assert all(record.connected is False and not record.synced for record in records.values())
     assert len({record.retry_at for record in records.values()}) == 1
     for seq in (3, 4, 5):
@@ -339,3 +350,22 @@ def test_a_record_found_changed_while_it_is_written_whole_is_due_again_at_once(r
     publisher.publish(etcd.now)
     assert not publisher.synced and not publisher.dirty and publisher.next_refresh > etcd.now
     assert publisher.due(etcd.now, etcd.now + 100) == etcd.now
+
+
+def test_a_shared_outage_is_said_to_end_once_by_the_first_record_back(caplog):
+    """The record that logged the outage may come back last (each record writes itself whole again): the
+    line saying etcd answers again comes with the first record back, and only once."""
+    etcd = FakeEtcd()
+    tree = host_tree_records(etcd)
+    records = list(tree.values())
+    etcd.down = True
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        assert one_turn(etcd, tree) == 1
+        etcd.down = False
+        last = records[-1]  # a record that shared the outage, not the one whose request timed out
+        step(etcd, last)
+        assert last.connected is True and caplog.text.count("etcd answers again") == 1
+        for record in records[:-1]:
+            step(etcd, record)
+    assert all(record.connected for record in records) and caplog.text.count("etcd answers again") == 1
+    assert caplog.text.count("etcd does not answer") == 1
