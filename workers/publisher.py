@@ -215,6 +215,7 @@ class TaskRecord:
                 and not self.needs_sync())
 
     def publish(self, now: float) -> None:
+        self.unanswered = False  # until this publish's request finds no member answering
         try:
             if "info" not in self.documents:
                 self.backend.ping(self.config.etcd.namespace)  # nothing is written before the container exists
@@ -237,7 +238,6 @@ class TaskRecord:
                 self.next_refresh = now + self.ttl() / 3
                 self.alive_until = now + self.ttl()
             self.set_connected(True)
-            self.unanswered = False
             self.retry_delay = RETRY_MIN
             self.rewriting = False
             self.published_at = time.time()

@@ -369,3 +369,20 @@ def test_a_shared_outage_is_said_to_end_once_by_the_first_record_back(caplog):
             step(etcd, record)
     assert all(record.connected for record in records) and caplog.text.count("etcd answers again") == 1
     assert caplog.text.count("etcd does not answer") == 1
+
+
+def test_a_record_found_changed_after_an_outage_it_found_is_no_outage_to_share():
+    """etcd answered (the record is not as horizon left it): the publisher must not put every other record of
+    the tree in an outage again, as it would if the last silence still stood for this request."""
+    etcd = FakeEtcd()
+    record = next(iter(host_tree_records(etcd).values()))
+    etcd.down = True
+    record.take("metrics", sample(2))
+    record.publish(etcd.now)
+    assert record.unanswered
+    etcd.down = False
+    etcd.delete_after_puts = 1  # someone deletes the record in the middle of the full sync
+    etcd.now = record.retry_at
+    record.publish(etcd.now)
+    assert not record.synced and record.rewriting  # Missing: etcd answered
+    assert not record.unanswered
