@@ -11,8 +11,9 @@ each task the same light busy command at 1 s.
   largest N. The cadence comes from a second window, polling the host's GET /metrics (JSON, every task's
   latest document in one answer) about three times a second, each task's samples told apart by service/task.
   Beside the marginal CPU, the floor: the least any sampler of those N containers can cost at 1 s (their
-  cgroup and /proc files re-read once a second in one burst, parsing nothing, by the bench itself), so the
-  target can be read against what this machine's kernel charges for the reads alone.
+  cgroup and /proc files re-read once a second in one burst, following their processes and parsing nothing
+  but the pid list, by the bench itself), so the target can be read against what this machine's kernel
+  charges for the reads alone.
 - **Separate trees** (today's mode, ``python main.py`` once per task): the same N beside it, measured as
   before (per task: CPU and RSS of its tree; cadence from each endpoint, polled round-robin at the same
   rate), as far as the machine allows: an N whose trees would take more than half the available memory
@@ -149,7 +150,8 @@ def measure_host(n: int, window: float, settle: float) -> Dict[str, Any]:
 
 def floor_cost(pids: List[int], window: float) -> Dict[str, float]:
     """The least sampling these containers at 1 s can cost: their cgroup and /proc files re-read once a
-    second, all in one burst, parsing nothing (``Floor``), in this process; % of a core per container."""
+    second, all in one burst, following their processes (``Floor``), in this process; % of a core per
+    container."""
     floors = []
     for pid in pids:
         try:

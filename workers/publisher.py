@@ -437,7 +437,7 @@ class PublisherWorker:
                 report = record.changed_report()
                 if report is not None:
                     self.send("etcd", key, report)
-                self.due_at[key] = record.due(now, now + MAX_WAIT)
+                self.note_due(key, record)
             if self.host_tree:
                 for key in keys:
                     record = self.records[key]
@@ -468,8 +468,12 @@ class PublisherWorker:
         for key, other in self.records.items():
             if other is not record:
                 other.share_outage(record)
-                now = other.clock()
-                self.due_at[key] = other.due(now, now + MAX_WAIT)
+                self.note_due(key, other)
+
+    def note_due(self, key: TaskKey, record: TaskRecord) -> None:
+        """When the record next wants etcd, as it stands now (a final one with nothing due: in MAX_WAIT)."""
+        now = record.clock()
+        self.due_at[key] = record.due(now, now + MAX_WAIT)
 
     def write_together(self, records: List[TaskRecord], now: float) -> None:
         """The records whose turn is only a write of changed keys go to etcd in as few requests as the API
